@@ -20,7 +20,9 @@ def data_root() -> Traversable:
 
 def read_text(relative: str) -> str:
     """Read a data file, e.g. ``read_text("templates/attributes_pedestrian.json")``."""
-    path = data_root().joinpath(*relative.split("/"))
+    path = data_root()
+    for part in relative.split("/"):  # one part at a time: Python 3.11's namespace paths take one argument
+        path = path.joinpath(part)
     if not path.is_file():
         raise FileNotFoundError(f"data file {relative!r} is missing from {data_root()}")
     return path.read_text(encoding="utf-8")
