@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from reidtrain.metrics import evaluate_rank
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "tests" / "train"

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from reidprep import __version__
-from reidschemas import DATASETS, ConfigError, PipelineConfig, load_config
 from rich.console import Console
 from rich.table import Table
+
+from reidprep import __version__
+from reidschemas import DATASETS, SPLITS, ConfigError, PipelineConfig, load_config
 
 app = typer.Typer(
     name="reidprep",
@@ -19,8 +20,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="pipeline.yaml; command-line options override it.")
@@ -69,6 +70,9 @@ def synth(
     ids: Annotated[int | None, typer.Option(help="Number of identities.")] = None,
     images_per_id: Annotated[int | None, typer.Option(help="Triplets per identity.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed; the same seed gives identical files.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a synthetic dataset made with other arguments.")
+    ] = False,
     config: ConfigOption = None,
     progress: ProgressOption = None,
 ) -> None:
@@ -148,7 +152,8 @@ def _print_index_summary(summary: dict[str, Any], workdir: Path) -> None:
     table = Table(title=f"{summary['params']['layout']} at {summary['dataset_dir']}")
     for column in ("split", "triplets", "ids", "cameras", "scenes"):
         table.add_column(column, justify="left" if column == "split" else "right")
-    for split, counts in summary["splits"].items():
+    for split in (s for s in SPLITS if s in summary["splits"]):
+        counts = summary["splits"][split]
         cams = ",".join(map(str, counts["cameras"]))
         table.add_row(split, str(counts["triplets"]), str(counts["ids"]), cams, str(counts["scenes"]))
     out.print(table)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
+
 from reidprep.atomic import write_json
 from reidprep.layouts import Candidate, ScanResult, get_layout
 from reidprep.ledger import count_by_type, write_ledger

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from reidprep.atomic import write_parquet
 from reidschemas import LedgerEntry
 

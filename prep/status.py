@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
 from reidprep.ledger import read_ledger
 from reidprep.workdir import Workdir
 

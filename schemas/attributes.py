@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
 from reidschemas.records import ObjectKind
 from reidschemas.resources import read_text
 

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from reidtrain import __version__
 from rich.console import Console
+
+from reidtrain import __version__
 
 app = typer.Typer(
     name="reidtrain",
@@ -44,6 +45,7 @@ def rank(
 ) -> None:
     """Score a saved query x gallery distance matrix with the standard ReID protocol (CMC, mAP, mINP)."""
     import numpy as np
+
     from reidtrain.metrics import evaluate_rank
 
     if not arrays.is_file():

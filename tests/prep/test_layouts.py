@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_jpeg
+
 from reidprep.index import build_index
 
 RGBNT201_MODS = ("RGB", "NI", "TI")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import write_jpeg
-from reidprep.cli import app as prep_app
 from typer.testing import CliRunner
+
+from reidprep.cli import app as prep_app
 
 runner = CliRunner()
 BIN = Path(sys.executable).parent

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from pydantic import ValidationError
+
 from reidschemas import AttributeValue, attribute_model, is_unknown, load_template
 
 

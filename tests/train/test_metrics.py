@@ -6,9 +6,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-import reidtrain.metrics as metrics
 import torch
 from rank_reference import reference_evaluate_rank  # tests/train/ is on sys.path (rootdir-relative test module)
+
+import reidtrain.metrics as metrics
 from reidtrain.metrics import RankResult, evaluate_rank
 
 # One query (id 7, camera 0, scene 5) against six gallery items listed nearest first.

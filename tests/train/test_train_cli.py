@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from reidtrain.cli import app as train_app
 from typer.testing import CliRunner
+
+from reidtrain.cli import app as train_app
 
 runner = CliRunner()
 
