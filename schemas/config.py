@@ -42,11 +42,54 @@ class IndexConfig(_Section):
     check_images: bool = Field(True, description="open every image header to catch unreadable files")
 
 
+class Sam2Config(_Section):
+    """The ``sam2`` mask provider (the real SAM 2 / 2.1 package; weights from a local file)."""
+
+    model: str = Field("tiny", description="tiny, small, base+, large, or a Hydra config name inside sam2")
+    version: Literal["2", "2.1"] = Field("2.1", description="SAM release whose config the short names refer to")
+    checkpoint: Path | None = Field(None, description="local checkpoint ({'model': state_dict}); enables sam2")
+    prompt: Literal["box", "box+center"] = Field(
+        "box", description="box = the crop minus a margin; box+center adds a positive point at the crop centre"
+    )
+    box_margin: float = Field(0.02, ge=0.0, lt=0.5, description="margin as a fraction of the crop's width/height")
+    overrides: list[str] = Field(
+        default_factory=list, description="extra Hydra overrides for build_sam2 (advanced; tests build tiny models)"
+    )
+
+
+class ThermalConfig(_Section):
+    """The ``thermal`` mask provider: a classical baseline on the thermal image (the object is warmer)."""
+
+    smoothing_sigma: float = Field(1.5, ge=0.0, description="Gaussian smoothing before the Otsu threshold (pixels)")
+    opening_radius: int = Field(1, ge=0, description="morphological opening radius (removes specks)")
+    closing_radius: int = Field(2, ge=0, description="morphological closing radius (bridges gaps)")
+    fill_holes: bool = True
+
+
+class MasksConfig(_Section):
+    """``reidprep masks``: one foreground mask per triplet."""
+
+    provider: Literal["auto", "sam2", "thermal"] = Field(
+        "auto", description="auto = sam2 when masks.sam2.checkpoint is set, else the thermal baseline"
+    )
+    source: Literal["rgb", "nir", "tir", "all"] | None = Field(
+        None, description="image(s) to segment; all fuses the three; default: all for sam2, tir for thermal"
+    )
+    fusion: Literal["majority", "union", "intersection"] = Field("majority", description="how source=all fuses")
+    keep_modality_masks: bool = Field(False, description="with source=all, also store the three per-modality masks")
+    device: str = Field("cuda", description="cuda (default) or cpu; sam2 only")
+    batch_size: int = Field(8, ge=1, description="images per encoder batch")
+    chunk_size: int = Field(64, ge=1, description="triplets per output part (the unit of resume)")
+    sam2: Sam2Config = Sam2Config()
+    thermal: ThermalConfig = ThermalConfig()
+
+
 class PipelineConfig(_Section):
     workdir: Path = Field(Path("runs/demo"), description="where every stage writes its outputs")
     dataset: DatasetConfig = DatasetConfig()
     synth: SynthConfig = SynthConfig()
     index: IndexConfig = IndexConfig()
+    masks: MasksConfig = MasksConfig()
 
 
 class ConfigError(ValueError):
