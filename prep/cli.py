@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -166,6 +167,90 @@ def _print_index_summary(summary: dict[str, Any], workdir: Path) -> None:
     )
 
 
+ShardsOption = Annotated[int, typer.Option("--num-shards", min=1, help="Split the stage into N deterministic slices.")]
+ShardIndexOption = Annotated[int, typer.Option("--shard-index", min=0, help="Which slice this process runs (0-based).")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Recompute this slice even where outputs exist.")]
+RetryOption = Annotated[bool, typer.Option("--retry-failed", help="Recompute the chunks that have failures.")]
+FailFastOption = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed sample.")]
+
+
+@app.command()
+def masks(
+    workdir: WorkdirOption = None,
+    provider: Annotated[
+        str | None, typer.Option(help="sam2, thermal (classical baseline) or auto (sam2 if a checkpoint is set).")
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="rgb, nir, tir, or all (fuse the three).")] = None,
+    fusion: Annotated[str | None, typer.Option(help="For --source all: majority, union or intersection.")] = None,
+    keep_modality_masks: Annotated[
+        bool | None, typer.Option("--keep-modality-masks/--no-modality-masks", help="Also store the three masks.")
+    ] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="SAM2 checkpoint (local file).")] = None,
+    sam2_model: Annotated[str | None, typer.Option(help="tiny, small, base+, large, or a sam2 Hydra name.")] = None,
+    sam2_version: Annotated[str | None, typer.Option(help="2 or 2.1.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="SAM2 prompt strategy: box or box+center.")] = None,
+    device: Annotated[str | None, typer.Option(help="cuda (default) or cpu.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per encoder batch.")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Triplets per output part (the unit of resume).")] = None,
+    num_shards: ShardsOption = 1,
+    shard_index: ShardIndexOption = 0,
+    force: ForceOption = False,
+    retry_failed: RetryOption = False,
+    fail_fast: FailFastOption = False,
+    preview: Annotated[int, typer.Option(help="Write masks/preview.png with N samples.")] = 0,
+    config: ConfigOption = None,
+    progress: ProgressOption = None,
+) -> None:
+    """Segment the foreground of every triplet (SAM2, or the thermal baseline) into WORKDIR/masks/."""
+    from reidprep.atomic import write_json
+    from reidprep.masks.preview import write_preview
+    from reidprep.masks.providers import make_provider, provider_name, resolve_source
+    from reidprep.masks.quality import groundtruth_iou
+    from reidprep.masks.stage import MasksTask
+    from reidprep.stage import StageFailure, StageOptions, run_stage
+    from reidprep.workdir import Workdir
+
+    cfg = _config(
+        config,
+        {"workdir": workdir, "masks.provider": provider, "masks.source": source, "masks.fusion": fusion,
+         "masks.keep_modality_masks": keep_modality_masks, "masks.sam2.checkpoint": checkpoint,
+         "masks.sam2.model": sam2_model, "masks.sam2.version": sam2_version, "masks.sam2.prompt": prompt,
+         "masks.device": device, "masks.batch_size": batch_size, "masks.chunk_size": chunk_size},
+    )  # fmt: skip
+    m = cfg.masks
+    try:
+        options = StageOptions(
+            chunk_size=m.chunk_size,
+            num_shards=num_shards,
+            shard_index=shard_index,
+            force=force,
+            retry_failed=retry_failed,
+            fail_fast=fail_fast,
+            progress=_progress(progress),
+        )
+        task = MasksTask(make_provider(m), resolve_source(m), m.fusion, m.keep_modality_masks)
+        summary = run_stage(task, cfg.workdir, options)
+    except StageFailure as exc:
+        _fail(str(exc), code=1)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    out.print(f"{summary.line()} [provider {provider_name(m)}, source {task.source}]", highlight=False, markup=False)
+    if summary.stale_runs:
+        out.print(f"  {summary.stale_runs} earlier run(s) with other parameters kept as stale under masks/runs/")
+    if summary.complete:
+        quality = groundtruth_iou(cfg.workdir)
+        if quality is not None:
+            summary_path = Workdir(cfg.workdir).summary("masks")
+            write_json({**json.loads(summary_path.read_text()), "groundtruth": quality}, summary_path)
+            out.print(
+                f"  mask IoU vs ground truth: mean {quality['mean_iou']:.3f}, min {quality['min_iou']:.3f} "
+                f"over {quality['compared']} triplets",
+                highlight=False,
+            )
+    if preview:
+        out.print(f"  preview: {write_preview(cfg.workdir, preview)}", highlight=False)
+
+
 @app.command()
 def status(
     workdir: WorkdirOption = None,
@@ -181,8 +266,6 @@ def status(
     except FileNotFoundError as exc:
         _fail(str(exc))
     if as_json:
-        import json
-
         out.print_json(json.dumps(report))
         return
     table = Table(title=f"workdir {report['workdir']}")
@@ -190,7 +273,8 @@ def status(
         table.add_column(column, justify="left" if column in ("stage", "state") else "right")
     for name, row in report["stages"].items():
         pending = "?" if row["pending"] is None else str(row["pending"])
-        table.add_row(name, row["state"], str(row["done"]), str(row["failed"]), str(row["warnings"]), pending)
+        state = row["state"] + (f" (+{row['stale_runs']} stale)" if row.get("stale_runs") else "")
+        table.add_row(name, state, str(row["done"]), str(row["failed"]), str(row["warnings"]), pending)
     out.print(table)
 
 

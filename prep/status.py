@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from reidprep.ledger import read_ledger
+from reidprep.stage import stage_status
 from reidprep.workdir import Workdir
 
 
@@ -24,7 +25,10 @@ def _index_status(wd: Workdir) -> dict[str, Any]:
 
 
 #: Stage name -> its status reader, in pipeline order. Each later stage adds its reader here.
-STAGE_STATUS: dict[str, Callable[[Workdir], dict[str, Any]]] = {"index": _index_status}
+STAGE_STATUS: dict[str, Callable[[Workdir], dict[str, Any]]] = {
+    "index": _index_status,
+    "masks": lambda wd: stage_status(wd.root, "masks"),
+}
 
 
 def workdir_status(workdir: Path) -> dict[str, Any]:
