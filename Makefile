@@ -18,6 +18,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/reidprep synth --config pipeline.yaml
 	$(BIN)/reidprep index --config pipeline.yaml
+	$(BIN)/reidprep masks --config pipeline.yaml --preview 8
 	$(BIN)/reidprep status --config pipeline.yaml
 
 test: $(STAMP)

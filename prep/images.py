@@ -14,4 +14,4 @@ def load_modality(record: SampleRecord, modality: Modality) -> np.ndarray:
         box = record.box(modality)
         if box is not None:
             image = image.crop(box)
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))  # a writable copy (torch warns on read-only arrays)

@@ -140,3 +140,36 @@ def test_fusion_rules():
     assert fuse_masks([a, b, np.zeros_like(a)], "majority").tolist() == [[True, False, False, False]]
     with pytest.raises(ValueError, match="unknown fusion"):
         fuse_masks([a], "vote")
+
+
+def test_sam2_all_sources_through_the_cli(dataset, tmp_path):
+    """The real sam2 path on CPU with a tiny random checkpoint: three masks per triplet fused, resume, identity."""
+    import torch
+    from sam2_tiny import make_tiny_sam2_checkpoint
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model is latency-bound; two threads fight over two busy cores
+    try:
+        checkpoint = tmp_path / "tiny.pt"
+        name, overrides = make_tiny_sam2_checkpoint(checkpoint)
+        config = tmp_path / "pipeline.yaml"
+        lines = ["masks:", "  sam2:", f"    model: {name}", "    overrides:", *[f"      - {o}" for o in overrides]]
+        config.write_text("\n".join(lines) + "\n")
+        wd = _workdir(dataset, tmp_path / "w")
+        args = ["--config", str(config), "--checkpoint", str(checkpoint), "--device", "cpu", "--keep-modality-masks"]
+        output = _masks(wd, *args, "--chunk-size", "10")
+        assert "masks: 24 done" in output and "provider sam2, source all" in output
+        rows = read_stage_table(wd, "masks").to_pylist()
+        for row in rows:
+            assert row["provider"] == "sam2" and row["source"] == "all"
+            modality_masks = [decode_mask(row[f"{m}_mask"], row["height"], row["width"]) for m in ("rgb", "nir", "tir")]
+            fused = decode_mask(row["mask"], row["height"], row["width"])
+            assert np.array_equal(fused, fuse_masks(modality_masks, "majority"))
+            assert row["score"] == pytest.approx(np.mean([row[f"{m}_score"] for m in ("rgb", "nir", "tir")]), abs=1e-6)
+        run_dir = next((wd / "masks" / "runs").iterdir())
+        identity = json.loads((run_dir / "stage.json").read_text())["identity"]
+        assert identity["provider"] == "sam2" and len(identity["checkpoint_sha256"]) == 64
+        assert identity["params"]["dtype"] == "fp32" and identity["fusion"] == "majority"
+        assert "0 done, 24 skipped" in _masks(wd, *args, "--chunk-size", "10")
+    finally:
+        torch.set_num_threads(threads)
