@@ -103,6 +103,11 @@ class StageFailure(RuntimeError):
     """``fail_fast``: a unit failed; the chunk in flight was not written."""
 
 
+class StageAbort(RuntimeError):
+    """Raised by a task for a problem no retry or other sample can fix (bad API key, no quota): the stage stops
+    at once with this message; the chunk in flight is not written, finished chunks stay."""
+
+
 @dataclass(frozen=True)
 class StageSummary:
     stage: str
@@ -188,6 +193,8 @@ def _process(task: StageTask, units: Sequence[WorkUnit], fail_fast: bool) -> lis
         if len(results) != len(units):
             raise RuntimeError(f"{task.name} returned {len(results)} results for {len(units)} units")
         return results
+    except StageAbort:
+        raise
     except Exception as exc:
         if fail_fast:
             raise StageFailure(f"{task.name}: {units[0].key if len(units) == 1 else 'a chunk'}: {exc}") from exc

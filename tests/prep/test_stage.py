@@ -15,7 +15,15 @@ import pytest
 from stage_tasks import MeanPixelTask
 
 from reidprep.index import run_index
-from reidprep.stage import StageFailure, StageOptions, read_stage_table, run_stage, stage_status, work_units
+from reidprep.stage import (
+    StageAbort,
+    StageFailure,
+    StageOptions,
+    read_stage_table,
+    run_stage,
+    stage_status,
+    work_units,
+)
 from reidprep.synth import generate_dataset
 
 HERE = Path(__file__).resolve().parent
@@ -153,3 +161,20 @@ def test_killed_mid_run_resumes_with_nothing_lost_or_duplicated(dataset, tmp_pat
     assert _files(resumed.run_dir) == _files(reference.run_dir)
     assert not list(parts_dir.glob(".*tmp*"))  # no half-written leftovers once resumed
     assert read_stage_table(wd, "means").num_rows == 24
+
+
+class _AbortingTask(MeanPixelTask):
+    def process(self, units):
+        if any(u.key == self.abort_key for u in units):
+            raise StageAbort("the API key was rejected (401): set OPENAI_API_KEY")
+        return super().process(units)
+
+
+def test_abort_stops_the_stage_and_keeps_finished_chunks(dataset, tmp_path):
+    wd = _indexed(dataset, tmp_path / "w")
+    task = _AbortingTask()
+    task.abort_key = work_units_keys(wd)[12]  # third chunk of 5
+    with pytest.raises(StageAbort, match="401"):
+        run_stage(task, wd, StageOptions(chunk_size=5))
+    status = stage_status(wd, "means")
+    assert (status["done"], status["failed"], status["state"]) == (10, 0, "incomplete")
