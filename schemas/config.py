@@ -84,12 +84,72 @@ class MasksConfig(_Section):
     thermal: ThermalConfig = ThermalConfig()
 
 
+class OpenAIConfig(_Section):
+    """The ``openai`` provider: GPT-4o, or any OpenAI-compatible server (vLLM, Ollama) through ``base_url``."""
+
+    model: str = "gpt-4o"
+    base_url: str | None = Field(None, description="e.g. http://localhost:8000/v1 for vLLM; None = api.openai.com")
+    api_key_env: str = Field("OPENAI_API_KEY", description="NAME of the environment variable holding the key")
+    detail: Literal["low", "high", "auto"] = Field("low", description="image detail (low = 85 tokens per image)")
+    structured_output: Literal["auto", "on", "off"] = Field(
+        "auto", description="JSON-schema output where the server supports it; auto falls back to plain JSON"
+    )
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(1024, ge=16)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, description="retries on 429, timeouts, connection errors and 5xx")
+    max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
+    usd_per_million_input: float | None = Field(2.5, ge=0, description="for the cost estimate; None = unknown")
+    usd_per_million_output: float | None = Field(10.0, ge=0)
+
+
+class QwenConfig(_Section):
+    """The ``qwen`` provider: Qwen2.5-VL or Qwen2-VL loaded with transformers from a local folder."""
+
+    model_path: Path | None = Field(None, description="local model folder (config, weights, processor)")
+    device: str = Field("cuda", description="cuda (default) or cpu")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    batch_size: int = Field(4, ge=1)
+    max_new_tokens: int = Field(768, ge=16)
+
+
+class CaptionsConfig(_Section):
+    """``reidprep captions``: attributes per image and per composite, merged, then captions."""
+
+    providers: list[Literal["heuristic", "openai", "qwen", "import"]] = Field(
+        default_factory=lambda: ["heuristic"],
+        description="attribute sources; with several MLLMs the most confident answer per attribute wins",
+    )
+    views: list[Literal["rgb", "nir", "tir", "composite"]] = Field(
+        default_factory=lambda: ["rgb", "nir", "tir", "composite"],
+        description="images to query: each modality and the three side by side (STMI's composite)",
+    )
+    fusion: Literal["template", "llm"] = Field("template", description="render the NEXT template, or ask an LLM")
+    fusion_provider: Literal["openai", "qwen"] | None = Field(
+        None, description="LLM for --fusion llm; default: the first of providers that is an LLM"
+    )
+    complement_below: float = Field(
+        0.5, ge=0.0, le=1.0, description="attributes below this confidence are filled from other views"
+    )
+    colours_in_infrared_captions: bool = Field(
+        False, description="let NIR/TIR captions carry colours taken from RGB (never from NIR/TIR themselves)"
+    )
+    chunk_size: int = Field(32, ge=1, description="triplets per output part (the unit of resume)")
+    batch_api: bool = Field(False, description="openai: use the Batch API (half price, up to 24 h)")
+    openai: OpenAIConfig = OpenAIConfig()
+    qwen: QwenConfig = QwenConfig()
+    import_dir: Path | None = Field(
+        None, description="the import provider: folder of released captions {train,test}_{RGB,NI,TI}.json"
+    )
+
+
 class PipelineConfig(_Section):
     workdir: Path = Field(Path("runs/demo"), description="where every stage writes its outputs")
     dataset: DatasetConfig = DatasetConfig()
     synth: SynthConfig = SynthConfig()
     index: IndexConfig = IndexConfig()
     masks: MasksConfig = MasksConfig()
+    captions: CaptionsConfig = CaptionsConfig()
 
 
 class ConfigError(ValueError):

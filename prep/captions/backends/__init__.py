@@ -1,0 +1,1 @@
+"""Chat models behind one interface: prompt (+ image) in, reply text out."""
