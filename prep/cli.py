@@ -252,6 +252,112 @@ def masks(
 
 
 @app.command()
+def captions(
+    workdir: WorkdirOption = None,
+    provider: Annotated[
+        list[str] | None,
+        typer.Option(help="heuristic (baseline), openai, qwen or import; repeat for several MLLMs."),
+    ] = None,
+    fusion: Annotated[str | None, typer.Option(help="template (deterministic) or llm.")] = None,
+    model: Annotated[str | None, typer.Option(help="openai: the model (default gpt-4o).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="openai: an OpenAI-compatible server (vLLM, Ollama).")] = None,
+    qwen_path: Annotated[Path | None, typer.Option(help="qwen: the local model folder.")] = None,
+    device: Annotated[str | None, typer.Option(help="qwen: cuda (default) or cpu.")] = None,
+    import_dir: Annotated[Path | None, typer.Option(help="import: folder of released caption JSON files.")] = None,
+    batch_api: Annotated[bool, typer.Option("--batch-api", help="openai: use the Batch API (half price).")] = False,
+    chunk_size: Annotated[int | None, typer.Option(help="Triplets per output part (the unit of resume).")] = None,
+    num_shards: ShardsOption = 1,
+    shard_index: ShardIndexOption = 0,
+    force: ForceOption = False,
+    retry_failed: RetryOption = False,
+    fail_fast: FailFastOption = False,
+    config: ConfigOption = None,
+    progress: ProgressOption = None,
+) -> None:
+    """Describe every triplet with attributes and confidences, merge them, write captions to WORKDIR/captions/."""
+    from reidprep.atomic import write_json
+    from reidprep.captions.backends.base import FatalBackendError
+    from reidprep.captions.providers import Providers
+    from reidprep.captions.stage import CaptionsTask
+    from reidprep.captions.summary import groundtruth_accuracy, unknown_rates
+    from reidprep.stage import StageAbort, StageFailure, StageOptions, current_run_dir, read_stage_table, run_stage
+    from reidprep.workdir import Workdir
+
+    cfg = _config(
+        config,
+        {"workdir": workdir, "captions.providers": provider, "captions.fusion": fusion, "captions.openai.model": model,
+         "captions.openai.base_url": base_url, "captions.qwen.model_path": qwen_path, "captions.qwen.device": device,
+         "captions.import_dir": import_dir, "captions.batch_api": batch_api or None,
+         "captions.chunk_size": chunk_size},
+    )  # fmt: skip
+    c = cfg.captions
+    wd = Workdir(cfg.workdir)
+    try:
+        options = StageOptions(
+            chunk_size=c.chunk_size,
+            num_shards=num_shards,
+            shard_index=shard_index,
+            force=force,
+            retry_failed=retry_failed,
+            fail_fast=fail_fast,
+            progress=_progress(progress),
+        )
+        masks, masks_fp = None, None
+        masks_run = current_run_dir(cfg.workdir, "masks")
+        if masks_run is not None and (masks_run / "_SUCCESS").is_file():
+            table = read_stage_table(cfg.workdir, "masks", columns=["triplet_key", "height", "width", "mask"])
+            masks = {r["triplet_key"]: (r["height"], r["width"], r["mask"]) for r in table.to_pylist()}
+            masks_fp = masks_run.name
+        if c.batch_api:
+            _fail("--batch-api is not available yet: run without it (the request cache makes reruns free)")
+        providers = Providers(c, wd.stage_dir("captions") / "requests.sqlite")
+        task = CaptionsTask(providers, c, masks, masks_fp)
+        summary = run_stage(task, cfg.workdir, options)
+    except (StageAbort, FatalBackendError) as exc:
+        _fail(f"captions stopped: {exc}", code=1)
+    except StageFailure as exc:
+        _fail(str(exc), code=1)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    names = ", ".join(c.providers)
+    out.print(f"{summary.line()} [providers {names}, fusion {c.fusion}]", highlight=False, markup=False)
+    if masks is None and providers.imported is None:
+        out.print("  no complete masks stage: providers estimated the foreground themselves")
+    counters = [(p.name, getattr(p, "usage", None)) for p in providers.attribute]
+    counters.append(("fusion", task.fusion_usage if providers.fusion is not None else None))
+    for name, usage in counters:
+        if usage is None:
+            continue
+        cost = "" if usage.estimated_usd is None else f", about {usage.estimated_usd:.4f} USD"
+        out.print(
+            f"  {name}: {usage.requests} requests, {usage.cached} from cache, {usage.failed} failed, "
+            f"{usage.input_tokens} input + {usage.output_tokens} output tokens{cost}",
+            highlight=False,
+        )
+    if not summary.complete:
+        return
+    report: dict[str, Any] = {}
+    if providers.imported is None:
+        report["unknown_rates"] = rates = unknown_rates(cfg.workdir)
+        for m, r in rates.items():
+            before = "n/a" if r["before"] is None else f"{100 * r['before']:.1f}%"
+            out.print(
+                f"  unknown attributes {m}: {before} before fusion, {100 * r['after']:.1f}% after", highlight=False
+            )
+        accuracy = groundtruth_accuracy(cfg.workdir)
+        if accuracy is not None:
+            report["groundtruth"] = accuracy
+            for target, a in accuracy.items():
+                out.print(
+                    f"  attribute accuracy vs ground truth ({target}): {100 * a['mean_accuracy']:.1f}% "
+                    f"of the {100 * a['mean_coverage']:.1f}% of attributes it states",
+                    highlight=False,
+                )
+    summary_path = wd.summary("captions")
+    write_json({**json.loads(summary_path.read_text()), **report}, summary_path)
+
+
+@app.command()
 def status(
     workdir: WorkdirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

@@ -28,6 +28,7 @@ def _index_status(wd: Workdir) -> dict[str, Any]:
 STAGE_STATUS: dict[str, Callable[[Workdir], dict[str, Any]]] = {
     "index": _index_status,
     "masks": lambda wd: stage_status(wd.root, "masks"),
+    "captions": lambda wd: stage_status(wd.root, "captions"),
 }
 
 

@@ -1,0 +1,292 @@
+"""The ``captions`` stage task: attributes per view and provider, merged and complemented, then captions.
+
+Per triplet: every configured provider describes every configured view (RGB, NIR, TIR and the composite of the
+three side by side); several answers for one view are merged by confidence (``best_of``); each modality is then
+complemented from the other views within what it can see; captions are rendered from the NEXT template or written
+by an LLM, and every caption is validated (an LLM caption that fails is regenerated once, then the triplet fails).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from reidprep.captions.attributes import AttributeAnswer, AttributeQuery, View, composite_image
+from reidprep.captions.backends.base import ChatRequest, RequestFailure, UsageCounter
+from reidprep.captions.merge import Merged, best_of, complement, fuse_triplet, unknown_rate, visibility
+from reidprep.captions.providers import Providers
+from reidprep.captions.render import llm_fusion_prompt, render_caption
+from reidprep.captions.validate import repair_caption, validate_caption
+from reidprep.images import load_modality
+from reidprep.masks.fusion import resize_mask
+from reidprep.stage import Failure, StageTask, WorkUnit
+from reidschemas import MODALITIES, AttributeSet, Modality, ObjectKind, attribute_model
+from reidschemas.config import CaptionsConfig
+from reidschemas.maskcodec import decode_mask
+
+CAPTIONS_VERSION = 1
+TARGETS = (*MODALITIES, "fused")
+
+CAPTIONS_SCHEMA = pa.schema(
+    [
+        pa.field("triplet_key", pa.string(), nullable=False),
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+    ]
+    + [pa.field(f"caption_{t}", pa.string(), nullable=False) for t in TARGETS]
+    + [
+        pa.field("attributes", pa.string()),
+        pa.field("view_attributes", pa.string()),
+    ]
+    + [pa.field(f"unknown_before_{m}", pa.float32()) for m in MODALITIES]
+    + [pa.field(f"unknown_after_{m}", pa.float32()) for m in MODALITIES]
+    + [pa.field("notes", pa.string(), nullable=False)]
+)
+"""One row per triplet: a caption per modality (NEXT) and the fused triplet caption (STMI); ``attributes`` is the
+merged set per target as JSON ``{target: {name: {value, confidence, source}}}`` (null for imported captions);
+``view_attributes`` the raw answers ``{view: {provider: {name: {value, confidence}}}}``; the unknown-attribute
+rates per modality before and after fusion (attributes a modality cannot see are not counted); ``notes`` a JSON
+list of repairs, failed views and regenerated captions."""
+
+
+def _attribute_json(merged: Merged) -> dict[str, Any]:
+    return {
+        name: {"value": value.value, "confidence": value.confidence, "source": merged.sources.get(name)}
+        for name, value in merged.attributes
+    }
+
+
+def _set_json(attributes: AttributeSet) -> dict[str, Any]:
+    return {name: {"value": v.value, "confidence": v.confidence} for name, v in attributes}
+
+
+@dataclass
+class _Triplet:
+    """Work in progress for one triplet of a chunk."""
+
+    unit: WorkUnit
+    kind: ObjectKind
+    images: dict[Modality, np.ndarray]
+    masks: dict[Modality, np.ndarray] | None
+    answers: dict[View, dict[str, AttributeSet]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    failure: Failure | None = None
+
+
+class CaptionsTask(StageTask):
+    name = "captions"
+    schema = CAPTIONS_SCHEMA
+
+    def __init__(
+        self,
+        providers: Providers,
+        config: CaptionsConfig,
+        masks: dict[str, tuple[int, int, bytes]] | None = None,
+        masks_fingerprint: str | None = None,
+    ) -> None:
+        self.providers = providers
+        self.config = config
+        self.masks = masks
+        self.masks_fingerprint = masks_fingerprint
+        self.fusion_usage = UsageCounter()
+
+    def identity(self) -> dict[str, Any]:
+        c = self.config
+        if self.providers.imported is not None:
+            return {"providers": [self.providers.imported.identity()], "version": CAPTIONS_VERSION}
+        return {
+            "providers": [p.identity() for p in self.providers.attribute],
+            "views": list(c.views),
+            "fusion": c.fusion,
+            "fusion_backend": None if self.providers.fusion is None else self.providers.fusion.identity(),
+            "complement_below": c.complement_below,
+            "colours_in_infrared_captions": c.colours_in_infrared_captions,
+            "masks": self.masks_fingerprint,
+            "version": CAPTIONS_VERSION,
+        }
+
+    # ------------------------------------------------------------------------------------------- processing
+    def process(self, units: Sequence[WorkUnit]) -> list[dict[str, Any] | Failure]:
+        if self.providers.imported is not None:
+            return [self._imported(unit) for unit in units]
+        triplets = [self._load(unit) for unit in units]
+        live = [t for t in triplets if t.failure is None]
+        self._describe(live)
+        merged = {t.unit.key: self._merge(t) for t in live if t.failure is None}
+        captions = self._captions([t for t in live if t.failure is None], merged)
+        rows: list[dict[str, Any] | Failure] = []
+        for t in triplets:
+            if t.failure is not None:
+                rows.append(t.failure)
+            else:
+                rows.append(self._row(t, merged[t.unit.key], captions[t.unit.key]))
+        return rows
+
+    def _load(self, unit: WorkUnit) -> _Triplet:
+        kind = unit.record.kind
+        try:
+            images = {m: load_modality(unit.record, m) for m in MODALITIES}
+        except (OSError, ValueError) as exc:
+            triplet = _Triplet(unit, kind, {}, None)
+            triplet.failure = Failure(unit.key, f"cannot read an image: {exc}", type(exc).__name__)
+            return triplet
+        masks = None
+        if self.masks is not None and unit.key in self.masks:
+            height, width, data = self.masks[unit.key]
+            mask = decode_mask(data, height, width)
+            masks = {m: resize_mask(mask, *images[m].shape[:2]) for m in MODALITIES}
+        return _Triplet(unit, kind, images, masks)
+
+    def _queries(self, t: _Triplet) -> list[AttributeQuery]:
+        queries = []
+        for view in self.config.views:
+            if view == "composite":
+                image = composite_image([t.images[m] for m in MODALITIES])
+                mask = None
+                if t.masks is not None:
+                    parts = [t.masks[m].astype(np.uint8)[..., None].repeat(3, axis=2) * 255 for m in MODALITIES]
+                    mask = composite_image(parts)[..., 0] > 127  # (H, W1 + W2 + W3)
+            else:
+                image, mask = t.images[view], None if t.masks is None else t.masks[view]
+            queries.append(AttributeQuery(t.unit.key, view, t.kind, image, mask))
+        return queries
+
+    def _describe(self, triplets: list[_Triplet]) -> None:
+        """Ask every provider about every view of the chunk at once (remote providers overlap requests)."""
+        queries = [(t, q) for t in triplets for q in self._queries(t)]
+        failed: dict[tuple[str, View], list[str]] = {}
+        for provider in self.providers.attribute:
+            answers = provider.describe([q for _, q in queries])
+            for (t, query), answer in zip(queries, answers, strict=True):
+                if isinstance(answer, AttributeAnswer):
+                    t.answers.setdefault(query.view, {})[provider.name] = answer.attributes
+                    t.notes.extend(f"{provider.name}/{query.view}: repaired {r}" for r in answer.repairs)
+                else:
+                    failed.setdefault((t.unit.key, query.view), []).append(f"{provider.name}: {answer.reason}")
+        for t in triplets:
+            for view in self.config.views:
+                reasons = failed.get((t.unit.key, view))
+                if reasons and view not in t.answers:
+                    t.notes.append(f"{view}: no answer ({'; '.join(reasons)})")
+            if not t.answers:
+                reasons = [r for v in self.config.views for r in failed.get((t.unit.key, v), [])]
+                t.failure = Failure(t.unit.key, "no view was described: " + "; ".join(reasons), "NoAttributes")
+
+    def _merge(self, t: _Triplet) -> dict[str, Merged]:
+        per_view = {view: best_of(list(sets.values())) for view, sets in t.answers.items()}
+        merged: dict[str, Merged] = dict(
+            complement(
+                per_view,
+                t.kind,
+                below=self.config.complement_below,
+                colours_in_infrared=self.config.colours_in_infrared_captions,
+            )
+        )
+        merged["fused"] = fuse_triplet(per_view)
+        return merged
+
+    def _colours(self, target: str) -> bool | None:
+        return self.config.colours_in_infrared_captions if target in ("nir", "tir") else None
+
+    def _captions(self, triplets: list[_Triplet], merged: dict[str, dict[str, Merged]]) -> dict[str, dict[str, str]]:
+        """Captions per triplet and target; a triplet whose captions fail validation gets ``failure`` set."""
+        out: dict[str, dict[str, str]] = {t.unit.key: {} for t in triplets}
+        jobs = [(t, target) for t in triplets for target in TARGETS]
+        if self.providers.fusion is None:
+            for t, target in jobs:
+                out[t.unit.key][target] = render_caption(
+                    merged[t.unit.key][target], t.kind, target, colours=self._colours(target)
+                )
+        else:
+            prompts = {(t.unit.key, tg): llm_fusion_prompt(merged[t.unit.key][tg], t.kind) for t, tg in jobs}
+            texts = self._ask(prompts)
+            retry = {}
+            for t, target in jobs:
+                problems = self._problems(texts[(t.unit.key, target)], merged, t, target)
+                if problems:
+                    retry[(t.unit.key, target)] = (
+                        prompts[(t.unit.key, target)]
+                        + f"\n\nYour previous caption was rejected ({'; '.join(problems)}). Write it again, "
+                        "following the template and using only the attributes above."
+                    )
+                    t.notes.append(f"{target} caption regenerated: {'; '.join(problems)}")
+            texts.update(self._ask(retry))
+            for t, target in jobs:
+                out[t.unit.key][target] = texts[(t.unit.key, target)]
+        for t, target in jobs:
+            problems = self._problems(out[t.unit.key][target], merged, t, target)
+            if problems and t.failure is None:
+                t.failure = Failure(t.unit.key, f"{target} caption invalid: {'; '.join(problems)}", "InvalidCaption")
+        return out
+
+    def _problems(self, text: str, merged: dict[str, dict[str, Merged]], t: _Triplet, target: str) -> list[str]:
+        attributes = merged[t.unit.key][target].attributes
+        return validate_caption(text, attributes, t.kind, target, colours=self._colours(target))
+
+    def _ask(self, prompts: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
+        """Send caption prompts to the fusion LLM; a failed request gives an empty caption (then invalid)."""
+        if not prompts:
+            return {}
+        assert self.providers.fusion is not None
+        keys = list(prompts)
+        replies = self.providers.fusion.generate([ChatRequest(prompt=prompts[k], max_tokens=200) for k in keys])
+        texts = {}
+        for key, reply in zip(keys, replies, strict=True):
+            self.fusion_usage.add(self.providers.fusion.model, reply)
+            texts[key] = "" if isinstance(reply, RequestFailure) else repair_caption(reply.text)
+        return texts
+
+    # ------------------------------------------------------------------------------------------------- rows
+    def _row(self, t: _Triplet, merged: dict[str, Merged], captions: dict[str, str]) -> dict[str, Any] | Failure:
+        if t.failure is not None:
+            return t.failure
+        rules = visibility(t.kind)
+        row: dict[str, Any] = {
+            "triplet_key": t.unit.key,
+            "sample_id": t.unit.record.sample_id,
+            "kind": t.kind,
+            **{f"caption_{target}": captions[target] for target in TARGETS},
+            "attributes": json.dumps({target: _attribute_json(merged[target]) for target in TARGETS}),
+            "view_attributes": json.dumps(
+                {view: {p: _set_json(s) for p, s in sets.items()} for view, sets in t.answers.items()}
+            ),
+            "notes": json.dumps(t.notes),
+        }
+        for m in MODALITIES:
+            hidden = rules.hidden(m, colours=bool(self._colours(m)))
+            own = t.answers.get(m)
+            row[f"unknown_before_{m}"] = (
+                None if own is None else unknown_rate([best_of(list(own.values()))], ignore=hidden)
+            )
+            row[f"unknown_after_{m}"] = unknown_rate([merged[m].attributes], ignore=hidden)
+        return row
+
+    def _imported(self, unit: WorkUnit) -> dict[str, Any] | Failure:
+        assert self.providers.imported is not None
+        try:
+            captions: dict[str, str] = dict(self.providers.imported.lookup(unit.record))
+        except KeyError as exc:
+            return Failure(unit.key, str(exc.args[0]), "MissingCaption")
+        captions["fused"] = captions["rgb"]
+        kind = unit.record.kind
+        unknown = attribute_model(kind).unknown()
+        notes = [
+            f"{target}: {problem}"
+            for target in MODALITIES
+            for problem in validate_caption(captions[target], unknown, kind, target)
+        ]
+        return {
+            "triplet_key": unit.key,
+            "sample_id": unit.record.sample_id,
+            "kind": kind,
+            **{f"caption_{target}": captions[target] for target in TARGETS},
+            "attributes": None,
+            "view_attributes": None,
+            **{f"unknown_{when}_{m}": None for when in ("before", "after") for m in MODALITIES},
+            "notes": json.dumps(notes),
+        }
