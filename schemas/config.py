@@ -60,10 +60,21 @@ class Sam2Config(_Section):
 class ThermalConfig(_Section):
     """The ``thermal`` mask provider: a classical baseline on the thermal image (the object is warmer)."""
 
-    smoothing_sigma: float = Field(1.5, ge=0.0, description="Gaussian smoothing before the Otsu threshold (pixels)")
+    smoothing_sigma: float = Field(1.0, ge=0.0, description="Gaussian smoothing before the Otsu threshold (pixels)")
     opening_radius: int = Field(1, ge=0, description="morphological opening radius (removes specks)")
-    closing_radius: int = Field(2, ge=0, description="morphological closing radius (bridges gaps)")
+    closing_radius: int = Field(3, ge=0, description="morphological closing radius (bridges gaps)")
     fill_holes: bool = True
+    background_margin: float = Field(
+        0.125, ge=0.0, lt=0.5, description="each row's background from this fraction of the width at both sides; 0=off"
+    )
+    background_tolerance: float = Field(
+        1.5, ge=0.0, description="grey levels: pixels this close to their row's background are background"
+    )
+    max_area: float = Field(
+        0.4, gt=0.0, le=1.0, description="a central component above this fraction of the crop is split again (Otsu)"
+    )
+    min_area: float = Field(0.05, ge=0.0, le=1.0, description="but a split that leaves less than this is undone")
+    otsu_levels: int = Field(4, ge=1, description="at most this many nested Otsu splits of the warmer class")
 
 
 class MasksConfig(_Section):

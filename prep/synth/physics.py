@@ -17,6 +17,10 @@ from PIL import Image, ImageFilter
 SKIN_TEMPERATURE = 33.5
 """Exposed skin, degrees C."""
 NIGHT_SKY_COOLING = 3.0
+PASSIVE_SOLAR_GAIN = 8.0
+"""Degrees C a fully absorbing passive surface (dark asphalt) gains in full sun over the air (a mild day)."""
+CLOTHING_SOLAR_GAIN = 6.0
+"""Degrees C the surface of fully insulating fabric gains in full sun (thin fabric passes it to the skin)."""
 """Degrees C an exposed passive surface loses below the air temperature under a clear night sky."""
 TIR_RANGE = (-5.0, 45.0)
 """Temperatures mapped to grey 0 and 255 (a fixed-gain, white-hot thermal camera)."""
@@ -107,10 +111,12 @@ def _compile(table: MaterialTable, env: Environment) -> dict[str, np.ndarray]:
     lum = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (N,)
     temp = np.empty(len(mats), dtype=np.float32)
     for i, m in enumerate(mats):
-        if m.insulation is not None:
+        absorbed = env.sun * m.solar * (1.0 - lum[i])  # sunlight absorbed, 0..1
+        if m.insulation is not None:  # body heat through the fabric, plus the sun on the fabric's surface
             temp[i] = SKIN_TEMPERATURE - (SKIN_TEMPERATURE - env.ambient) * m.insulation
+            temp[i] += CLOTHING_SOLAR_GAIN * absorbed * m.insulation
         else:  # sunlit surfaces warm up by day; exposed ones cool below the air under a night sky
-            temp[i] = env.ambient + m.offset + 14.0 * env.sun * m.solar * (1.0 - lum[i])
+            temp[i] = env.ambient + m.offset + PASSIVE_SOLAR_GAIN * absorbed
             if env.night:
                 temp[i] -= NIGHT_SKY_COOLING * min(m.solar, 1.0)
     on = np.array([m.light is not None and m.light in env.lights_on for m in mats], dtype=np.float32)  # (N,)

@@ -63,6 +63,11 @@ PARKED_PAINTS = (
 )
 
 
+DAY_AIR_C = (10.0, 24.0)
+"""Daytime air temperature range: spring and autumn days, when people are warmer than their surroundings."""
+NIGHT_AIR_C = (0.0, 14.0)
+
+
 @dataclass(frozen=True)
 class Camera:
     """A fixed camera: background material map, texture, optics and its preferred view of targets."""
@@ -253,11 +258,11 @@ def scene_table(seed: int) -> dict[int, SceneCondition]:
         rng = rng_for(seed, SCENE, code)
         if code in night:
             illumination = str(rng.choice(["normal", "dim"], p=[0.35, 0.65]))
-            table[code] = SceneCondition(True, illumination, float(rng.uniform(0, 14)), 0.0)
+            table[code] = SceneCondition(True, illumination, float(rng.uniform(*NIGHT_AIR_C)), 0.0)
         else:
             illumination = str(rng.choice(["bright", "normal", "dim"], p=[0.4, 0.4, 0.2]))
             sun = {"bright": rng.uniform(0.7, 1.0), "normal": rng.uniform(0.3, 0.6), "dim": rng.uniform(0.0, 0.2)}
-            table[code] = SceneCondition(False, illumination, float(rng.uniform(14, 30)), float(sun[illumination]))
+            table[code] = SceneCondition(False, illumination, float(rng.uniform(*DAY_AIR_C)), float(sun[illumination]))
     return table
 
 
@@ -276,10 +281,10 @@ def person_capture(rng: np.random.Generator, camera: Camera) -> Capture:
     night = bool(rng.random() < 0.3)
     if night:
         illumination = str(rng.choice(["normal", "dim"], p=[0.35, 0.65]))
-        ambient, sun = float(rng.uniform(0, 14)), 0.0
+        ambient, sun = float(rng.uniform(*NIGHT_AIR_C)), 0.0
     else:
         illumination = str(rng.choice(["bright", "normal", "dim"], p=[0.4, 0.4, 0.2]))
-        ambient = float(rng.uniform(14, 30))
+        ambient = float(rng.uniform(*DAY_AIR_C))
         sun = float(
             {"bright": rng.uniform(0.7, 1.0), "normal": rng.uniform(0.3, 0.6), "dim": rng.uniform(0, 0.2)}[illumination]
         )

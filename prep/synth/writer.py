@@ -31,7 +31,7 @@ from reidprep.synth.scene import Camera, make_camera, person_capture, scene_tabl
 from reidprep.synth.seeding import IDENTITY, IMAGE, rng_for
 from reidschemas.attributes import attribute_model, load_template
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 """Bump when the same arguments would give different files."""
 JPEG_QUALITY = 92
 DATASET_DIR = {"person": "RGBNT201", "vehicle": "MSVR310"}
