@@ -308,10 +308,15 @@ def captions(
             table = read_stage_table(cfg.workdir, "masks", columns=["triplet_key", "height", "width", "mask"])
             masks = {r["triplet_key"]: (r["height"], r["width"], r["mask"]) for r in table.to_pylist()}
             masks_fp = masks_run.name
-        if c.batch_api:
-            _fail("--batch-api is not available yet: run without it (the request cache makes reruns free)")
         providers = Providers(c, wd.stage_dir("captions") / "requests.sqlite")
         task = CaptionsTask(providers, c, masks, masks_fp)
+        if c.batch_api:
+            from reidprep.captions.batch_run import run_batch_phase
+
+            phase = run_batch_phase(task, cfg.workdir, options)
+            out.print(phase.message, highlight=False, markup=False)
+            if not phase.ready:
+                return
         summary = run_stage(task, cfg.workdir, options)
     except (StageAbort, FatalBackendError) as exc:
         _fail(f"captions stopped: {exc}", code=1)
@@ -340,6 +345,8 @@ def captions(
     if providers.imported is None:
         report["unknown_rates"] = rates = unknown_rates(cfg.workdir)
         for m, r in rates.items():
+            if r["after"] is None:
+                continue  # no triplet succeeded
             before = "n/a" if r["before"] is None else f"{100 * r['before']:.1f}%"
             out.print(
                 f"  unknown attributes {m}: {before} before fusion, {100 * r['after']:.1f}% after", highlight=False
@@ -348,6 +355,8 @@ def captions(
         if accuracy is not None:
             report["groundtruth"] = accuracy
             for target, a in accuracy.items():
+                if a["mean_accuracy"] is None:
+                    continue
                 out.print(
                     f"  attribute accuracy vs ground truth ({target}): {100 * a['mean_accuracy']:.1f}% "
                     f"of the {100 * a['mean_coverage']:.1f}% of attributes it states",

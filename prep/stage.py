@@ -165,6 +165,16 @@ def fingerprint(task: StageTask, chunk_size: int, units: Sequence[WorkUnit]) -> 
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def chunk_units(units: Sequence[WorkUnit], chunk_size: int) -> list[Sequence[WorkUnit]]:
+    """The fixed chunk grid: chunk ``c`` holds units ``[c * chunk_size, (c + 1) * chunk_size)``."""
+    return [units[i : i + chunk_size] for i in range(0, len(units), chunk_size)]
+
+
+def shard_chunks(chunks: Sequence[Sequence[WorkUnit]], options: StageOptions) -> list[int]:
+    """The chunk numbers this shard owns: ``c % num_shards == shard_index``."""
+    return [c for c in range(len(chunks)) if c % options.num_shards == options.shard_index]
+
+
 def _part_name(chunk: int) -> str:
     return f"part-{chunk:05d}.parquet"
 
@@ -225,7 +235,7 @@ def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSum
     fp = fingerprint(task, options.chunk_size, units)
     stage_dir = wd.stage_dir(task.name)
     run = _RunFolder(stage_dir, fp)
-    chunks = [units[i : i + options.chunk_size] for i in range(0, len(units), options.chunk_size)]
+    chunks = chunk_units(units, options.chunk_size)
     meta = {
         "stage": task.name,
         "fingerprint": fp,
@@ -242,7 +252,7 @@ def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSum
         {"reid.stage": task.name, "reid.fingerprint": fp, "reid.identity": json.dumps(meta["identity"], sort_keys=True)}
     )
     by_key = {u.key: u for u in units}
-    mine = [c for c in range(len(chunks)) if c % options.num_shards == options.shard_index]
+    mine = shard_chunks(chunks, options)
     todo, skipped = [], 0
     for c in mine:
         redo = options.force or (options.retry_failed and run.failure_part(c).is_file())

@@ -127,6 +127,7 @@ class CachedBackend(ChatBackend):
     def __init__(self, inner: ChatBackend, cache: RequestCache) -> None:
         self.inner = inner
         self.cache = cache
+        self.name = inner.name  # type: ignore[misc]  # report as the provider it wraps
 
     @property
     def model(self) -> str:

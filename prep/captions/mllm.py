@@ -54,8 +54,10 @@ class MLLMAttributeProvider(AttributeProvider):
         }
         return {"provider": self.backend.name, **self.backend.identity(), "prompts": prompts, "parser": PARSER_VERSION}
 
-    def describe(self, queries: Sequence[AttributeQuery]) -> list[AttributeAnswer | RequestFailure]:
-        requests = [
+    @staticmethod
+    def requests(queries: Sequence[AttributeQuery]) -> list[ChatRequest]:
+        """The chat request of each query (also what ``--batch-api`` submits)."""
+        return [
             ChatRequest(
                 prompt=attribute_prompt(q.kind, q.view),
                 image_jpeg=encode_jpeg(q.image),
@@ -63,6 +65,9 @@ class MLLMAttributeProvider(AttributeProvider):
             )
             for q in queries
         ]
+
+    def describe(self, queries: Sequence[AttributeQuery]) -> list[AttributeAnswer | RequestFailure]:
+        requests = self.requests(queries)
         answers: list[AttributeAnswer | RequestFailure] = []
         for query, reply in zip(queries, self.backend.generate(requests), strict=True):
             self.usage.add(self.backend.model, reply)

@@ -26,6 +26,14 @@ def _backend(name: str, config: CaptionsConfig, cache_path: Path) -> ChatBackend
     return CachedBackend(inner, RequestCache(cache_path))
 
 
+def prices(name: str, config: CaptionsConfig) -> tuple[float, float] | None:
+    """USD per million (input, output) tokens for the cost estimate; None for local models or unknown prices."""
+    c = config.openai
+    if name != "openai" or c.usd_per_million_input is None or c.usd_per_million_output is None:
+        return None
+    return (c.usd_per_million_input, c.usd_per_million_output)
+
+
 class Providers:
     """The configured attribute providers, and the LLM for ``--fusion llm`` (sharing a backend where possible)."""
 
@@ -38,6 +46,7 @@ class Providers:
         self.imported = None
         self.attribute: list[AttributeProvider] = []
         self.fusion: ChatBackend | None = None
+        self.fusion_prices: tuple[float, float] | None = None
         backends: dict[str, ChatBackend] = {}
         for name in names:
             if name == "import":
@@ -54,7 +63,9 @@ class Providers:
                 from reidprep.captions.mllm import MLLMAttributeProvider
 
                 backends[name] = _backend(name, config, cache_path)
-                self.attribute.append(MLLMAttributeProvider(backends[name]))
+                provider = MLLMAttributeProvider(backends[name])
+                provider.usage.usd_per_million = prices(name, config)
+                self.attribute.append(provider)
         if config.fusion == "llm" and self.imported is None:
             fusion_name = config.fusion_provider or next((n for n in names if n in LLM_PROVIDERS), None)
             if fusion_name is None:
@@ -63,3 +74,4 @@ class Providers:
                     "or set captions.fusion_provider"
                 )
             self.fusion = backends.get(fusion_name) or _backend(fusion_name, config, cache_path)
+            self.fusion_prices = prices(fusion_name, config)

@@ -93,7 +93,7 @@ class CaptionsTask(StageTask):
         self.config = config
         self.masks = masks
         self.masks_fingerprint = masks_fingerprint
-        self.fusion_usage = UsageCounter()
+        self.fusion_usage = UsageCounter(usd_per_million=providers.fusion_prices)
 
     def identity(self) -> dict[str, Any]:
         c = self.config
@@ -114,7 +114,7 @@ class CaptionsTask(StageTask):
     def process(self, units: Sequence[WorkUnit]) -> list[dict[str, Any] | Failure]:
         if self.providers.imported is not None:
             return [self._imported(unit) for unit in units]
-        triplets = [self._load(unit) for unit in units]
+        triplets = [self.load_triplet(unit) for unit in units]
         live = [t for t in triplets if t.failure is None]
         self._describe(live)
         merged = {t.unit.key: self._merge(t) for t in live if t.failure is None}
@@ -127,7 +127,7 @@ class CaptionsTask(StageTask):
                 rows.append(self._row(t, merged[t.unit.key], captions[t.unit.key]))
         return rows
 
-    def _load(self, unit: WorkUnit) -> _Triplet:
+    def load_triplet(self, unit: WorkUnit) -> _Triplet:
         kind = unit.record.kind
         try:
             images = {m: load_modality(unit.record, m) for m in MODALITIES}
@@ -142,7 +142,7 @@ class CaptionsTask(StageTask):
             masks = {m: resize_mask(mask, *images[m].shape[:2]) for m in MODALITIES}
         return _Triplet(unit, kind, images, masks)
 
-    def _queries(self, t: _Triplet) -> list[AttributeQuery]:
+    def queries(self, t: _Triplet) -> list[AttributeQuery]:
         queries = []
         for view in self.config.views:
             if view == "composite":
@@ -158,7 +158,7 @@ class CaptionsTask(StageTask):
 
     def _describe(self, triplets: list[_Triplet]) -> None:
         """Ask every provider about every view of the chunk at once (remote providers overlap requests)."""
-        queries = [(t, q) for t in triplets for q in self._queries(t)]
+        queries = [(t, q) for t in triplets for q in self.queries(t)]
         failed: dict[tuple[str, View], list[str]] = {}
         for provider in self.providers.attribute:
             answers = provider.describe([q for _, q in queries])
@@ -167,7 +167,9 @@ class CaptionsTask(StageTask):
                     t.answers.setdefault(query.view, {})[provider.name] = answer.attributes
                     t.notes.extend(f"{provider.name}/{query.view}: repaired {r}" for r in answer.repairs)
                 else:
-                    failed.setdefault((t.unit.key, query.view), []).append(f"{provider.name}: {answer.reason}")
+                    failed.setdefault((t.unit.key, query.view), []).append(
+                        f"{provider.name}: {answer.error_type}: {answer.reason}"
+                    )
         for t in triplets:
             for view in self.config.views:
                 reasons = failed.get((t.unit.key, view))

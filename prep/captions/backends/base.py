@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from reidprep.stage import StageAbort
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -38,7 +40,7 @@ class RequestFailure:
     error_type: str
 
 
-class FatalBackendError(RuntimeError):
+class FatalBackendError(StageAbort):
     """No later request can succeed (authentication, insufficient quota, a 4xx that is not a rate limit, a model
     that cannot load): the stage stops with this message. Never include the API key in it."""
 

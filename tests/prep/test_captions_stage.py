@@ -1,0 +1,277 @@
+"""`reidprep captions` end to end: heuristic, openai (local fake server), qwen (tiny model), batch API, import."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from fake_openai import FakeOpenAI, default_handler, prompt_text
+from typer.testing import CliRunner
+
+from reidprep.captions.validate import clip_token_count
+from reidprep.cli import app
+from reidprep.index import run_index
+from reidprep.stage import read_stage_table
+from reidprep.synth import generate_dataset
+
+runner = CliRunner()
+KEY = "sk-test-captions-0123456789"
+REIDPREP = str(Path(sys.executable).parent / "reidprep")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    generate_dataset(out, kind="person", ids=4, images_per_id=3, seed=5)
+    return out
+
+
+@pytest.fixture
+def workdir(dataset, tmp_path) -> Path:
+    run_index(tmp_path / "w", "rgbnt201", dataset)
+    return tmp_path / "w"
+
+
+def _captions(workdir: Path, *args: str) -> str:
+    result = runner.invoke(app, ["captions", "--workdir", str(workdir), "--no-progress", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text)
+    return path
+
+
+def _openai_config(tmp_path: Path, server: FakeOpenAI, extra: str = "") -> Path:
+    return _config(
+        tmp_path,
+        "captions:\n  providers: [openai]\n  chunk_size: 4\n  openai:\n"
+        f"    base_url: {server.base_url}\n    max_concurrency: 1\n    max_retries: 1\n    timeout_s: 5\n{extra}",
+    )
+
+
+def test_heuristic_template_captions_with_rates_and_accuracy(workdir):
+    _ = runner.invoke(app, ["masks", "--workdir", str(workdir), "--no-progress"])
+    output = _captions(workdir, "--chunk-size", "5")
+    assert "captions: 12 done, 0 skipped, 0 failed" in output and "providers heuristic, fusion template" in output
+    assert "unknown attributes rgb:" in output and "attribute accuracy vs ground truth (fused)" in output
+    rows = read_stage_table(workdir, "captions").to_pylist()
+    assert len(rows) == 12
+    for row in rows:
+        for target in ("rgb", "nir", "tir", "fused"):
+            text = row[f"caption_{target}"]
+            assert text and "unknown" not in text.lower() and "[" not in text and clip_token_count(text) <= 77
+        attributes = json.loads(row["attributes"])
+        assert set(attributes) == {"rgb", "nir", "tir", "fused"}
+        assert attributes["nir"]["upper_clothing_color"]["value"] is None  # no colour in NIR
+        assert set(json.loads(row["view_attributes"])) == {"rgb", "nir", "tir", "composite"}
+        assert 0.0 <= row["unknown_after_nir"] <= row["unknown_before_nir"] <= 1.0
+    summary = json.loads((workdir / "captions" / "summary.json").read_text())
+    assert set(summary["unknown_rates"]) == {"rgb", "nir", "tir"}
+    assert summary["groundtruth"]["fused"]["mean_accuracy"] > 0.3
+    identity = json.loads(next((workdir / "captions" / "runs").iterdir()).joinpath("stage.json").read_text())
+    assert identity["identity"]["masks"] is not None  # the thermal masks were used, and fingerprinted
+    assert "0 done, 12 skipped" in _captions(workdir, "--chunk-size", "5")
+
+
+def test_openai_end_to_end_rerun_makes_no_request(workdir, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FakeOpenAI() as server:
+        config = _openai_config(tmp_path, server)
+        output = _captions(workdir, "--config", str(config))
+        assert "captions: 12 done" in output and "openai: 48 requests, 0 from cache" in output
+        assert "USD" in output
+        assert server.chat_count == 48  # 12 triplets x (rgb, nir, tir, composite)
+        bodies = [json.dumps(b) for b in server.chat_bodies]
+        assert sum("three times side by side" in b for b in bodies) == 12
+        assert all('"detail": "low"' in b for b in bodies)
+        output = _captions(workdir, "--config", str(config), "--force")
+        assert server.chat_count == 48 and "0 requests, 48 from cache" in output
+    rows = read_stage_table(workdir, "captions").to_pylist()
+    assert all(r["caption_rgb"].startswith("A male child seen from the front") for r in rows)  # first options
+    for path in (workdir / "captions").rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_openai_malformed_and_failed_replies_are_handled(workdir, tmp_path, monkeypatch):
+    from fake_openai import Fault
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FakeOpenAI() as server:
+        server.add_faults(
+            Fault.malformed(), Fault.server_error(), Fault.server_error(), Fault.rate_limit(retry_after=1)
+        )
+        output = _captions(workdir, "--config", str(_openai_config(tmp_path, server)))
+        assert "captions: 12 done, 0 skipped, 0 failed" in output  # one view lost per triplet is complemented
+        notes = [n for r in read_stage_table(workdir, "captions").to_pylist() for n in json.loads(r["notes"])]
+        assert any("no answer" in n and "unusable" in n for n in notes)
+        assert any("no answer" in n and "InternalServerError" in n for n in notes)
+
+
+def test_openai_fatal_error_stops_the_stage(workdir, tmp_path, monkeypatch):
+    from fake_openai import Fault
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FakeOpenAI() as server:
+        server.add_faults(Fault.insufficient_quota())
+        result = runner.invoke(
+            app, ["captions", "--workdir", str(workdir), "--config", str(_openai_config(tmp_path, server))]
+        )
+    assert result.exit_code == 1 and "captions stopped" in result.output and KEY not in result.output
+    monkeypatch.delenv("OPENAI_API_KEY")
+    result = runner.invoke(app, ["captions", "--workdir", str(workdir), "--provider", "openai"])
+    assert result.exit_code == 1 and "OPENAI_API_KEY" in result.output
+
+
+def test_openai_crash_mid_stage_resumes_without_loss_or_duplicates(workdir, tmp_path):
+    with FakeOpenAI(delay_s=0.03) as server:
+        config = _openai_config(tmp_path, server)
+        env = {**os.environ, "OPENAI_API_KEY": KEY}
+        proc = subprocess.Popen(
+            [REIDPREP, "captions", "--workdir", str(workdir), "--config", str(config), "--no-progress"],
+            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        parts = workdir / "captions" / "runs"
+        while time.monotonic() < deadline and not list(parts.rglob("part-00000.parquet")):
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        written = len(list(parts.rglob("part-*.parquet")))
+        assert 1 <= written < 3, "the kill must land mid-run"
+        before = server.chat_count
+        result = subprocess.run(
+            [REIDPREP, "captions", "--workdir", str(workdir), "--config", str(config), "--no-progress"],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert f"{12 - 4 * written} done, {4 * written} skipped, 0 failed" in result.stdout
+        assert server.chat_count - before <= 48 - 16 * written + 16  # at most the chunk in flight is asked again
+    rows = read_stage_table(workdir, "captions").to_pylist()
+    assert len(rows) == len({r["triplet_key"] for r in rows}) == 12
+
+
+def _fusion_handler(bad_first: int):
+    """Attributes as usual; captions written from the attributes in the prompt (the renderer stands in for the LLM),
+    except a vague caption for the first ``bad_first`` distinct caption prompts."""
+    from reidprep.captions.parse import extract_json_object
+    from reidprep.captions.render import render_caption
+    from reidschemas import attribute_model
+
+    seen: list[str] = []
+
+    def handler(body: dict) -> str:
+        text = prompt_text(body)
+        if not text.startswith("Generate a natural"):
+            return default_handler(body)
+        if "previous caption was rejected" not in text and text not in seen:
+            seen.append(text)
+            if len(seen) <= bad_first:
+                return "The unknown person wears something unclear."
+        kind = "pedestrian" if "person appearance" in text else "vehicle"
+        data, _ = extract_json_object(text[text.index("{") :])
+        return render_caption(attribute_model(kind)(**data), kind, "fused")
+
+    return handler
+
+
+def test_llm_fusion_regenerates_an_invalid_caption_once(workdir, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FakeOpenAI(handler=_fusion_handler(bad_first=1)) as server:
+        config = _openai_config(tmp_path, server, "  fusion: llm\n")
+        output = _captions(workdir, "--config", str(config))
+        caption_prompts = [b for b in server.chat_bodies if prompt_text(b).startswith("Generate a natural")]
+    assert "captions: 12 done, 0 skipped, 0 failed" in output
+    # The fake answers every image alike, so the 48 caption prompts are a few distinct ones, each sent once thanks
+    # to the request cache, plus one regeneration of the prompt that got a vague caption.
+    distinct = {prompt_text(b) for b in caption_prompts if "previous caption was rejected" not in prompt_text(b)}
+    assert 3 <= len(distinct) <= 4 and len(caption_prompts) == len(distinct) + 1
+    assert f"fusion: {len(distinct) + 1} requests" in output
+    rows = read_stage_table(workdir, "captions").to_pylist()
+    assert all("unknown" not in r[f"caption_{t}"] for r in rows for t in ("rgb", "nir", "tir", "fused"))
+    assert all(r["caption_rgb"].startswith("A male child") for r in rows)
+    assert all(any("caption regenerated" in n for n in json.loads(r["notes"])) for r in rows)
+
+
+def test_llm_fusion_invalid_twice_fails_the_triplet(workdir, tmp_path, monkeypatch):
+    def always_vague(body: dict) -> str:
+        text = prompt_text(body)
+        return default_handler(body) if not text.startswith("Generate a natural") else "An unknown person."
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FakeOpenAI(handler=always_vague) as server:
+        output = _captions(workdir, "--config", str(_openai_config(tmp_path, server, "  fusion: llm\n")))
+    assert "0 done, 0 skipped, 12 failed" in output
+    ledger = pq.read_table(workdir / "captions" / "errors.parquet").to_pylist()
+    assert len(ledger) == 12 and all(e["error_type"] == "InvalidCaption" for e in ledger)
+    assert "unknown" in ledger[0]["reason"]
+
+
+def test_batch_api_submits_then_collects_into_the_cache(workdir, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FakeOpenAI(batch_polls_to_complete=2) as server:
+        config = _openai_config(tmp_path, server)
+        first = _captions(workdir, "--config", str(config), "--batch-api")
+        assert "run the same command again later to collect" in first
+        assert not (workdir / "captions" / "runs").exists()
+        second = _captions(workdir, "--config", str(config), "--batch-api")
+        if "collected" not in second:  # the fake finishes after two polls
+            second = _captions(workdir, "--config", str(config), "--batch-api")
+        assert "collected 48 replies into the request cache" in second
+        assert "captions: 12 done" in second and "openai: 0 requests, 48 from cache" in second
+        assert len(server.requests_to("/v1/batches", "POST")) == 1  # submitted once
+
+
+def test_qwen_garbage_replies_are_ledgered_and_heuristic_still_answers(workdir, tmp_path):
+    import torch
+    from qwen_tiny import make_tiny_qwen25vl
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = make_tiny_qwen25vl(tmp_path / "qwen")
+        config = _config(
+            tmp_path, f"captions:\n  views: [rgb]\n  qwen:\n    max_new_tokens: 16\n    model_path: {model}\n"
+        )
+        result = runner.invoke(
+            app, ["captions", "--workdir", str(workdir), "--config", str(config), "--provider", "qwen",
+                  "--device", "cpu", "--no-progress"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "0 done, 0 skipped, 12 failed" in result.output
+        reason = pq.read_table(workdir / "captions" / "errors.parquet").to_pylist()[0]["reason"]
+        assert "no view was described" in reason and "unusable" in reason
+        both = _captions(workdir, "--config", str(config), "--provider", "qwen", "--provider", "heuristic",
+                         "--device", "cpu")  # fmt: skip
+        assert "12 done" in both
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_import_released_captions(workdir, dataset, tmp_path):
+    release = tmp_path / "release"
+    release.mkdir()
+    root = dataset / "RGBNT201"
+    for split, folder in (("train", "train_171"), ("test", "test")):
+        for mod in ("RGB", "NI", "TI"):
+            items = [
+                {"item": p.name, "description": f"A person ({mod})."}
+                for p in sorted((root / folder / mod).glob("*.jpg"))
+            ]
+            (release / f"{split}_{mod}.json").write_text(json.dumps(items))
+    output = _captions(workdir, "--provider", "import", "--import-dir", str(release))
+    assert "12 done" in output
+    row = read_stage_table(workdir, "captions").to_pylist()[0]
+    assert (row["caption_nir"], row["caption_fused"], row["attributes"]) == ("A person (NI).", "A person (RGB).", None)
+    both = ["--provider", "import", "--provider", "heuristic", "--import-dir", str(release)]
+    result = runner.invoke(app, ["captions", "--workdir", str(workdir), *both])
+    assert result.exit_code == 2 and "cannot be mixed" in result.output
