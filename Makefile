@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/reidprep synth --config pipeline.yaml
 	$(BIN)/reidprep index --config pipeline.yaml
 	$(BIN)/reidprep masks --config pipeline.yaml --preview 8
+	$(BIN)/reidprep captions --config pipeline.yaml
 	$(BIN)/reidprep status --config pipeline.yaml
 
 test: $(STAMP)
