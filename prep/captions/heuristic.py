@@ -1,46 +1,68 @@
 """``heuristic``: a BASELINE attribute provider that measures a few attributes from the pixels and the mask.
 
-No model and no network: the offline default of the demo, and the floor an MLLM has to beat. It reads nothing but
-the query's image and mask. What it cannot measure is null with confidence 0; it never guesses from priors.
+No model and no network: the offline default of the demo and the floor an MLLM has to beat, not a stand-in for one.
+It reads nothing but the query's image and mask. What it cannot measure is null with confidence 0; it never fills
+an attribute from a prior. Measured (thresholds in ``HeuristicParams``; g = a grey level 0-255, h = the silhouette's
+height; ramp(m, s) = 0.5 + 0.45 * min(1, |m| / s), m being the measurement minus its threshold):
 
-Per modality (the composite is split into its RGB | NIR | TIR thirds, each measured, then merged: colours,
-illumination and capture time from the RGB third, everything else from the third with the highest confidence):
+=====================  ===========  ====================================================  ==========================
+attribute              modalities   measurement                                           confidence
+=====================  ===========  ====================================================  ==========================
+capture_time           rgb          median background g < 45: night (night RGB is         min(0.98, 0.5 + 0.5 *
+                                    nearly black)                                         abs(ln(g / 45)) / ln 2)
+capture_time           nir          sensor noise, median abs Laplacian > 26: night        ramp(m, 8)
+                                    (high gain under the active illuminator)
+capture_time           tir          median background g < 87: night (cold air on a        0.5 + 0.4 * min(1,
+                                    fixed-gain camera)                                    abs(m) / 40)
+illumination           rgb, nir     by day: a percentile of the background g against      0.35 + 0.55 * min(1,
+                       (day)        two thresholds per kind and modality (dim | normal    d / 12), d = distance to
+                                    | bright); RGB at night: median g against one         the nearer threshold;
+                                    (dim | normal); NIR at night and TIR: null            night: 0.4 + 0.5 * min(1,
+                                                                                          abs(m) / 8)
+target_clarity         all (RGB     edge-width ratio: 90th percentile gradient on the     ramp(m, 0.25); TIR
+                       by day)      mask boundary at sigma 0.7 over sigma 1.5 (a sharp    ramp(m, 0.2); null when
+                                    step loses more to the extra smoothing); the          the boundary gradient is
+                                    variance of the Laplacian was tried and is swamped    < 4 g per pixel
+                                    by sensor noise at night
+upper_clothing_color,  rgb (day)    HSV name of each exposure-normalised pixel of a       0.3 + 0.65 * min(1, (top
+lower_clothing_color,               region (skin tones left out), majority vote.          share - second share) /
+color                               Upper: torso rows (back view: beside a backpack's     0.5), at most 0.95
+                                    place; side view: along the head's vertical);
+                                    lower: shins, or thighs when the shins are bare;
+                                    vehicle: rows 25-80 % of the box. Null at night
+view (pedestrian)      rgb, tir;    side when the median torso row width < 0.2 h; else    side: ramp(m, 0.06);
+                       nir: side    front when the head rows are mostly face (RGB:        front/back: min(ramp(face
+                       only         skin-toned; TIR: within 8 g of the body's hottest),   - t, 0.25), ramp(width -
+                                    back when mostly hair                                 0.2 h, 0.06))
+view (vehicle)         all          box width / height < 1.75: front or back (TIR: hot    min(ramp(aspect - 1.75,
+                                    centre is the front; NIR: a dark centre (grille) is   0.4), ramp(m, s)): s = 10 g
+                                    the front, else null; RGB: red tail lights in the     (TIR), 15 g (NIR), 0.05
+                                    side thirds are the back, null on red vehicles);      (red share), 0.1 (ends)
+                                    wider: diagonal when its taller end stands >= 0.72
+                                    of the tallest column (a face), else side
+lower_clothing         rgb (day)    shins mostly skin-toned: skirt when the mask just     min(ramp(skin - 0.5, 0.3),
+                                    above the knees is wide (>= 0.255 h; side view        ramp(m, 0.05 h)); trousers:
+                                    0.185 h), else shorts; covered shins: trousers        0.5 * ramp(skin - 0.5,
+                                    (jeans are not told from other trousers)              0.3)
+suitcase               all          mask area beyond 0.22 h from the body axis in rows    ramp(m, 0.007)
+                                    72-96 % >= 0.007 h^2: dragging (missed when an
+                                    occluder hides it)
+headlights_condition   nir; rgb     share of saturated pixels (>= 245) on the vehicle     ramp(m, 0.002)
+                       at night     and a 3-pixel rim >= 0.002: on; only when the view
+                                    is measured front, side or diagonal
+=====================  ===========  ====================================================  ==========================
 
-========================  ============  ====================================================  =====================
-attribute                 modalities    measurement                                           confidence
-========================  ============  ====================================================  =====================
-capture_time              rgb           median grey of the background < ``rgb_night_grey``   0.5 + 0.5 * r, r =
-                                        is night                                              abs(ln(g / t)) / ln 2
-capture_time              nir           sensor noise (median abs Laplacian) >                 0.5 + 0.45 * min(1,
-                                        ``nir_night_noise`` is night (high gain)              margin / 8)
-capture_time              tir           median grey of the background < ``tir_night_grey``    0.5 + 0.4 * min(1,
-                                        is night (cold air, fixed-gain camera)                margin / 40)
-illumination              rgb, nir day  median background grey between two thresholds per    0.35 + 0.55 * min(1,
-                                        kind (bright / normal / dim); RGB at night: one       margin / 12 grey)
-                                        threshold (normal / dim); NIR at night and TIR: null
-target_clarity            all           edge-width ratio: 90th percentile gradient on the     0.5 + 0.45 * min(1,
-                                        mask boundary at sigma 0.7 over sigma 1.5 (a sharp    margin / 0.2); null
-                                        step loses more to extra smoothing); Laplacian        when the boundary
-                                        variance was tried and is swamped by night noise      contrast is too low
-upper/lower_clothing_     rgb (day)     exposure-normalised HSV name of every pixel of the    vote share of the
-color, color (vehicle)                  region (pedestrian: torso rows; lower: shins, or      winner minus the
-                                        thighs when the shins are bare; vehicle: body rows    runner-up, 0.3..0.95
-                                        above the wheels), majority vote; null at night
-view (pedestrian)         all           side when the torso rows are narrow (median row       0.5 + 0.45 * min(1,
-                                        width / height); else front when the head is mostly   margin / scale)
-                                        face (RGB: skin pixels; TIR: pixels near the body's
-                                        hottest; NIR: not measured), back when mostly hair
-view (vehicle)            all           front/back vs side/diagonal from the box's aspect     as above
-lower_clothing            rgb (day)     shorts when the shins are mostly skin, trousers       as above
-                                        otherwise (jeans are reported as trousers)
-suitcase                  all           a mask blob beside the legs (lower rows, beyond       as above
-                                        0.22 heights from the body axis): dragging
-headlights_condition      rgb, nir      near-saturated pixels on the vehicle: on / off        as above
-========================  ============  ====================================================  =====================
+Everything else (age, gender, hair, footwear, bags other than suitcases, vehicle type, brand, ...) is null. NIR and
+TIR never give colours, TIR never gives illumination.
 
-Every confidence is multiplied by ``estimated_mask_factor`` when the mask was estimated (no mask in the query:
-a centre box refined by a row-background difference) and attributes that need the silhouette's exact shape
-(view, suitcase, lower_clothing) are then null. NIR and TIR never give colours.
+Composite (RGB | NIR | TIR side by side, see ``composite_image``): split into equal thirds, each third measured as
+its modality, then merged: colours, light and lower clothing from the RGB third, the rest from the most confident
+third (headlights dropped when the merged view is the back).
+
+No mask in the query: the target is assumed in a centre box of the crop (``CENTRE_BOX``); colours are read from a
+narrow strip along its middle, clarity from the box's strongest edges; view, suitcase and lower clothing are null,
+and the confidences of the colours and the headlights are multiplied by ``estimated_mask_factor`` (capture time,
+illumination and clarity do not need the mask and keep theirs).
 """
 
 from __future__ import annotations
@@ -56,6 +78,8 @@ from reidprep.captions.attributes import AttributeAnswer, AttributeProvider, Att
 from reidprep.captions.backends.base import RequestFailure
 from reidschemas import ObjectKind, attribute_model
 
+MIN_SIDE = 16
+"""Images (each third of a composite) narrower or lower than this many pixels fail: nothing can be measured."""
 ALGORITHM_VERSION = 1
 """Bump when the same image, mask and parameters would give different attributes."""
 
@@ -68,8 +92,9 @@ RGB_ONLY = COLOUR_ATTRIBUTES | {"illumination", "capture_time", "lower_clothing"
 """Composite: these come from the RGB third only (colour and light are what visible light is for)."""
 SHAPE_ATTRIBUTES = frozenset({"view", "suitcase", "lower_clothing"})
 """Need the silhouette's exact shape: null when the mask is estimated."""
-LIGHT_ATTRIBUTES = frozenset({"illumination", "capture_time"})
-"""Measured on the whole image: their confidence does not depend on the mask."""
+MASK_FREE = frozenset({"illumination", "capture_time", "target_clarity"})
+"""Measured on the whole image or its strongest edges: without a mask they are as reliable (measured on the
+synthetic data), so their confidence is not lowered."""
 
 
 @dataclass(frozen=True)
@@ -133,9 +158,9 @@ class HeuristicParams:
     diagonal_end: float = 0.72
     """Vehicle, wide box: height of the taller end (mean column height of its outer tenth / the tallest column)
     above which a front or back face stands at that end (diagonal) rather than a bonnet or boot (side)."""
-    front_centre: dict[str, float] = field(default_factory=lambda: {"tir": 5.0, "nir": -10.0})
+    front_centre: dict[str, float] = field(default_factory=lambda: {"tir": 5.0, "nir": -12.0})
     """Vehicle face view: centre of the box minus the vehicle's median grey; TIR: hotter than this is the front
-    (radiator, engine); NIR: darker than this is the front (black grille)."""
+    (radiator, engine), else the back; NIR: darker than this is the front (black grille), else not measured."""
     back_red: float = 0.02
     """Vehicle face view, RGB: fraction of saturated red pixels in the side thirds (tail lights) above which it
     is the back (not measured on red vehicles)."""
@@ -143,7 +168,7 @@ class HeuristicParams:
     """Vehicle: fraction of saturated pixels on the vehicle and its rim above which the headlights are on (NIR;
     RGB only at night, when nothing else saturates; not measured from behind)."""
     estimated_mask_factor: float = 0.6
-    """Confidence multiplier when the foreground was estimated rather than given."""
+    """Confidence multiplier of the mask-dependent attributes (colours, headlights) when there is no mask."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -223,13 +248,9 @@ def colour_index(rgb: np.ndarray, kind: ObjectKind, params: HeuristicParams) -> 
     return np.where(val < params.black_value, names["black"], out)
 
 
-def is_skin(rgb: np.ndarray, loose: bool = False) -> np.ndarray:
-    """(N,) bool: exposure-normalised sRGB pixels with a skin tone (warm hue, moderate saturation, not dark).
-
-    ``loose`` widens the tone range (to leave skin out of clothing regions, where missing some matters more)."""
+def is_skin(rgb: np.ndarray) -> np.ndarray:
+    """(N,) bool: exposure-normalised sRGB pixels with a skin tone (warm hue, moderate saturation, not dark)."""
     hue, sat, val = hsv(rgb)
-    if loose:
-        return (hue < 40) & (sat >= 0.15) & (sat < 0.7) & (val > 0.3)
     return (hue >= 5) & (hue < 35) & (sat >= 0.2) & (sat < 0.6) & (val > 0.4)
 
 
@@ -343,6 +364,15 @@ def _clarity(
     grey: np.ndarray, mask: np.ndarray, estimated: bool, modality: Modality, p: HeuristicParams
 ) -> tuple[str, float] | None:
     """Blurry or clear from the edge-width ratio on the mask boundary (estimated mask: the box's strongest edges)."""
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if rows.size == 0:
+        return None
+    pad = 10  # > the filters' reach (Gaussian 4 sigma + Sobel 1) beyond the 2-pixel band: same values as uncropped
+    crop = (
+        slice(max(int(rows[0]) - pad, 0), int(rows[-1]) + 1 + pad),
+        slice(max(int(cols[0]) - pad, 0), int(cols[-1]) + 1 + pad),
+    )
+    grey, mask = grey[crop], mask[crop]
     magnitudes = []
     for sigma in (0.7, 1.5):
         smooth = ndimage.gaussian_filter(grey, sigma)
@@ -409,11 +439,11 @@ def _normalised(image: np.ndarray, region: np.ndarray, gain: float) -> np.ndarra
 
 
 def _clothing(image: np.ndarray, region: np.ndarray, gain: float, p: HeuristicParams) -> np.ndarray:
-    """Colour indices of the region's pixels without the skin-toned ones (kept when they are most of it: brown or
-    orange clothes look like skin)."""
+    """Colour indices of the region's pixels without the skin-toned ones (bare arms, neck), unless nearly all of it
+    is skin-toned (then it is the clothes' colour)."""
     pixels = _normalised(image, region, gain)
     skin = is_skin(pixels)
-    if skin.mean() < 0.65:
+    if (~skin).sum() >= max(20, 0.1 * skin.size):
         pixels = pixels[~skin]
     return colour_index(pixels, "pedestrian", p)
 
@@ -457,7 +487,7 @@ def _pedestrian(
         out["view"] = ("side", side_conf)
     elif face is not None:
         t = p.front_face["rgb" if modality == "rgb" else "tir_night" if night else "tir_day"]
-        out["view"] = ("front" if face >= t else "back", _ramp(face - t, 0.25) * side_conf)
+        out["view"] = ("front" if face >= t else "back", min(_ramp(face - t, 0.25), side_conf))
 
     if modality == "rgb" and gain is not None:
         # Torso rows. A backpack covers the middle seen from behind, so the back view is read beside it (torso
@@ -465,7 +495,7 @@ def _pedestrian(
         view = out.get("view", ("",))[0]
         full = sil.band(0.2, 0.45)
         if estimated:
-            upper = full = sil.band(0.2, 0.45, half_width=0.06)
+            upper = full = sil.band(0.26, 0.46, half_width=0.06)
         elif view == "side":
             upper = sil.band(0.2, 0.45, half_width=0.05, centre=sil.head_x)
         elif view == "back":
@@ -484,11 +514,13 @@ def _pedestrian(
                 hem = float(np.median(sil.mask[sil.rows(0.62, 0.67)].sum(axis=1))) / h
                 feats["hem_width"] = hem
                 t = p.skirt_hem["side" if torso < p.side_width else "front"]
-                conf = _ramp(bare - p.bare_shins, 0.3) * _ramp(hem - t, 0.05)
+                conf = min(_ramp(bare - p.bare_shins, 0.3), _ramp(hem - t, 0.05))
                 out["lower_clothing"] = ("skirt" if hem >= t else "shorts", conf)
             else:  # jeans cannot be told from other trousers here
                 out["lower_clothing"] = ("trousers", 0.5 * _ramp(bare - p.bare_shins, 0.3))
             lower = sil.band(0.56, 0.68, half_width=0.12) if legs_bare else shins
+            if estimated:  # the box's thighs: legs are too thin to find in it further down
+                lower = sil.band(0.58, 0.68, half_width=0.05)
             vote = _vote(_clothing(image, lower, gain, p))
             if vote:
                 out["lower_clothing_color"] = vote
@@ -527,16 +559,14 @@ def _vehicle(
     aspect = ww / max(hh, 1)
     feats["aspect"] = aspect
     shape_conf = _ramp(aspect - p.face_aspect, 0.4)
-    if estimated:
-        pass
-    elif aspect >= p.face_aspect:
+    if not estimated and aspect >= p.face_aspect:
         heights = mask.sum(axis=0).astype(np.float64)  # (w,) column heights
         k = max(2, ww // 10)
         end = max(heights[:k].mean(), heights[-k:].mean()) / max(heights.max(), 1.0)
         feats["end_height"] = end
         diagonal = end >= p.diagonal_end
-        out["view"] = ("diagonal" if diagonal else "side", shape_conf * _ramp(end - p.diagonal_end, 0.1))
-    else:
+        out["view"] = ("diagonal" if diagonal else "side", min(shape_conf, _ramp(end - p.diagonal_end, 0.1)))
+    elif not estimated:
         grey = _grey(image)[box]
         centre = (slice(round(0.35 * hh), round(0.65 * hh)), slice(round(0.35 * ww), round(0.65 * ww)))
         inside = mask[centre]
@@ -546,8 +576,10 @@ def _vehicle(
             offset = float(grey[centre][inside].mean() - np.median(grey[mask]))
             feats["centre"] = offset
             t = p.front_centre[modality]
-            front = offset > t if modality == "tir" else offset < t
-            margin, scale = offset - t, 10.0
+            if modality == "tir":
+                front, margin, scale = offset > t, offset - t, 10.0
+            elif offset < t:  # NIR: a dark centre is a grille; a bright one is not always a back (dark paints)
+                front, margin, scale = True, offset - t, 15.0
         elif modality == "rgb" and out.get("color", ("",))[0] != "red":
             rgb = image[box].astype(np.float32) / 255.0
             hue, sat, val = hsv(rgb.reshape(-1, 3))
@@ -561,9 +593,9 @@ def _vehicle(
             front = share < p.back_red
             margin, scale = share - p.back_red, 0.05
         if front is not None:
-            out["view"] = ("front" if front else "back", shape_conf * _ramp(margin, scale))
+            out["view"] = ("front" if front else "back", min(shape_conf, _ramp(margin, scale)))
 
-    headlights_seen = out.get("view", ("",))[0] != "back"
+    headlights_seen = estimated or out.get("view", ("",))[0] in ("front", "side", "diagonal")
     if headlights_seen and (modality == "nir" or (modality == "rgb" and night)):
         rim = ndimage.binary_dilation(sil.mask, iterations=3)
         lit = float((image[rim].min(axis=1) >= 245).mean())
@@ -588,8 +620,10 @@ def measure(
     fg = centre_box(image.shape, kind) if estimated else mask.astype(bool)
     grey = _grey(image)
     background = ~ndimage.binary_dilation(fg, iterations=2)
+    if background.sum() < 0.05 * background.size:  # the target fills the crop: the whole image stands in
+        background = np.ones_like(background)
     out = _light(grey, background, modality, kind, params)
-    feats: dict[str, float] = {"background_grey": float(np.median(grey[background])) if background.any() else 0.0}
+    feats: dict[str, float] = {"background_grey": float(np.median(grey[background]))}
     night = out["capture_time"][0] == "nighttime"
     clarity = None if modality == "rgb" and night else _clarity(grey, fg, estimated, modality, params)
     if clarity:
@@ -597,7 +631,7 @@ def measure(
     sil = Silhouette.of(fg)
     if sil is not None:
         gain = None
-        if modality == "rgb" and out["capture_time"][0] == "daytime":
+        if modality == "rgb" and not night:
             lum = _linear(image[background]) @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
             percentile, reference = params.exposure_reference[kind]
             gain = float(np.clip(reference / max(float(np.percentile(lum, percentile)), 1e-4), 0.25, 4.0))
@@ -608,7 +642,7 @@ def measure(
         feats |= more
     if estimated:
         out = {
-            name: (value, conf if name in LIGHT_ATTRIBUTES else conf * params.estimated_mask_factor)
+            name: (value, conf if name in MASK_FREE else conf * params.estimated_mask_factor)
             for name, (value, conf) in out.items()
             if name not in SHAPE_ATTRIBUTES
         }
@@ -625,7 +659,8 @@ def split_composite(image: np.ndarray, mask: np.ndarray | None) -> list[tuple[Mo
 
 
 def merge(measured: dict[Modality, Measured]) -> Measured:
-    """Composite: RGB-only attributes from the RGB third, the others from the most confident third."""
+    """Composite: RGB-only attributes from the RGB third, the others from the most confident third (headlights
+    are dropped when the merged view is from behind)."""
     out: Measured = {}
     for modality, attributes in measured.items():
         for name, (value, conf) in attributes.items():
@@ -633,6 +668,8 @@ def merge(measured: dict[Modality, Measured]) -> Measured:
                 continue
             if name not in out or conf > out[name][1]:
                 out[name] = (value, conf)
+    if out.get("view", ("",))[0] == "back":
+        out.pop("headlights_condition", None)
     return out
 
 
@@ -653,14 +690,19 @@ class HeuristicProvider(AttributeProvider):
         }
 
     def describe_one(self, query: AttributeQuery) -> AttributeAnswer:
-        """The attribute set of one query (raises ValueError on a malformed image or mask)."""
+        """The attribute set of one query (raises ValueError on a malformed or too small image, or a mask that does
+        not fit it)."""
         image = np.asarray(query.image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
         mask = None if query.mask is None else np.asarray(query.mask, dtype=bool)
+        if min(image.shape[:2]) < MIN_SIDE:
+            raise ValueError(f"image of {image.shape[1]}x{image.shape[0]} pixels: too small to measure")
         if mask is not None and mask.shape != image.shape[:2]:
             raise ValueError(f"mask shape {mask.shape} does not match the image {image.shape[:2]}")
         if query.view == "composite":
+            if image.shape[1] < 3 * MIN_SIDE:
+                raise ValueError(f"composite of width {image.shape[1]}: too narrow for three images")
             parts = split_composite(image, mask)
             found = merge({m: measure(img, msk, m, query.kind, self.params)[0] for m, img, msk in parts})
         else:
