@@ -139,6 +139,11 @@ class CaptionsConfig(_Section):
     fusion_provider: Literal["openai", "qwen"] | None = Field(
         None, description="LLM for --fusion llm; default: the first of providers that is an LLM"
     )
+    fusion_openai: OpenAIConfig | None = Field(
+        None,
+        description="a separate OpenAI-compatible text model for --fusion llm (e.g. DeepSeek-V3, as NEXT uses); "
+        "overrides fusion_provider",
+    )
     complement_below: float = Field(
         0.5, ge=0.0, le=1.0, description="attributes below this confidence are filled from other views"
     )

@@ -6,19 +6,19 @@ from pathlib import Path
 
 from reidprep.captions.attributes import AttributeProvider
 from reidprep.captions.backends.base import ChatBackend
-from reidschemas.config import CaptionsConfig
+from reidschemas.config import CaptionsConfig, OpenAIConfig
 
 LLM_PROVIDERS = ("openai", "qwen")
 
 
-def _backend(name: str, config: CaptionsConfig, cache_path: Path) -> ChatBackend:
+def _backend(name: str, config: CaptionsConfig, cache_path: Path, openai: OpenAIConfig | None = None) -> ChatBackend:
     """A chat backend behind the request cache (heavy imports happen here only)."""
     from reidprep.captions.cache import CachedBackend, RequestCache
 
     if name == "openai":
         from reidprep.captions.backends.openai_backend import OpenAIBackend
 
-        inner: ChatBackend = OpenAIBackend(config.openai)
+        inner: ChatBackend = OpenAIBackend(openai or config.openai)
     else:
         from reidprep.captions.backends.qwen_backend import QwenBackend
 
@@ -26,9 +26,9 @@ def _backend(name: str, config: CaptionsConfig, cache_path: Path) -> ChatBackend
     return CachedBackend(inner, RequestCache(cache_path))
 
 
-def prices(name: str, config: CaptionsConfig) -> tuple[float, float] | None:
+def prices(name: str, config: CaptionsConfig, openai: OpenAIConfig | None = None) -> tuple[float, float] | None:
     """USD per million (input, output) tokens for the cost estimate; None for local models or unknown prices."""
-    c = config.openai
+    c = openai or config.openai
     if name != "openai" or c.usd_per_million_input is None or c.usd_per_million_output is None:
         return None
     return (c.usd_per_million_input, c.usd_per_million_output)
@@ -66,7 +66,10 @@ class Providers:
                 provider = MLLMAttributeProvider(backends[name])
                 provider.usage.usd_per_million = prices(name, config)
                 self.attribute.append(provider)
-        if config.fusion == "llm" and self.imported is None:
+        if config.fusion == "llm" and self.imported is None and config.fusion_openai is not None:
+            self.fusion = _backend("openai", config, cache_path, config.fusion_openai)
+            self.fusion_prices = prices("openai", config, config.fusion_openai)
+        elif config.fusion == "llm" and self.imported is None:
             fusion_name = config.fusion_provider or next((n for n in names if n in LLM_PROVIDERS), None)
             if fusion_name is None:
                 raise ValueError(

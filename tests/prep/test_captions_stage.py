@@ -55,7 +55,7 @@ def _openai_config(tmp_path: Path, server: FakeOpenAI, extra: str = "") -> Path:
     return _config(
         tmp_path,
         "captions:\n  providers: [openai]\n  chunk_size: 4\n  openai:\n"
-        f"    base_url: {server.base_url}\n    max_concurrency: 1\n    max_retries: 1\n    timeout_s: 5\n{extra}",
+        f"    base_url: {server.base_url}\n    max_concurrency: 1\n    max_retries: 1\n    timeout_s: 20\n{extra}",
     )
 
 
@@ -179,7 +179,7 @@ def _fusion_handler(bad_first: int):
                 return "The unknown person wears something unclear."
         kind = "pedestrian" if "person appearance" in text else "vehicle"
         data, _ = extract_json_object(text[text.index("{") :])
-        return render_caption(attribute_model(kind)(**data), kind, "fused")
+        return render_caption(attribute_model(kind)(**data), kind, "fused", max_tokens=None)  # no tokenizer load
 
     return handler
 
@@ -275,3 +275,18 @@ def test_import_released_captions(workdir, dataset, tmp_path):
     both = ["--provider", "import", "--provider", "heuristic", "--import-dir", str(release)]
     result = runner.invoke(app, ["captions", "--workdir", str(workdir), *both])
     assert result.exit_code == 2 and "cannot be mixed" in result.output
+
+
+def test_llm_fusion_with_a_separate_text_model(workdir, tmp_path, monkeypatch):
+    """Attributes from one server (the MLLM), captions from another (a text-only LLM, as NEXT uses DeepSeek-V3)."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FakeOpenAI() as mllm, FakeOpenAI(handler=_fusion_handler(bad_first=0)) as text_model:
+        extra = (
+            "  fusion: llm\n  fusion_openai:\n    model: deepseek-chat\n"
+            f"    base_url: {text_model.base_url}\n    usd_per_million_input: 0.27\n    usd_per_million_output: 1.1\n"
+        )
+        output = _captions(workdir, "--config", str(_openai_config(tmp_path, mllm, extra)))
+        assert "captions: 12 done" in output
+        assert mllm.chat_count == 48 and all(b["model"] == "gpt-4o" for b in mllm.chat_bodies)
+        assert text_model.chat_count >= 3 and all(b["model"] == "deepseek-chat" for b in text_model.chat_bodies)
+        assert all(prompt_text(b).startswith("Generate a natural") for b in text_model.chat_bodies)
