@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from reidprep import __version__
 from reidschemas import DATASETS, SPLITS, ConfigError, PipelineConfig, load_config
+
+if TYPE_CHECKING:
+    from reidprep.stage import StageOptions
 
 app = typer.Typer(
     name="reidprep",
@@ -47,6 +50,23 @@ def _config(path: Path | None, overrides: dict[str, Any]) -> PipelineConfig:
 
 def _progress(flag: bool | None) -> bool:
     return sys.stderr.isatty() if flag is None else flag
+
+
+def _stage_options(
+    chunk_size: int, num_shards: int, shard_index: int, force: bool, retry_failed: bool, fail_fast: bool, progress
+) -> StageOptions:
+    """The per-triplet stage options every stage command shares (raises ValueError for a bad shard)."""
+    from reidprep.stage import StageOptions
+
+    return StageOptions(
+        chunk_size=chunk_size,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        force=force,
+        retry_failed=retry_failed,
+        fail_fast=fail_fast,
+        progress=_progress(progress),
+    )
 
 
 def _version(value: bool) -> None:
@@ -207,7 +227,7 @@ def masks(
     from reidprep.masks.providers import make_provider, provider_name, resolve_source
     from reidprep.masks.quality import groundtruth_iou
     from reidprep.masks.stage import MasksTask
-    from reidprep.stage import StageFailure, StageOptions, run_stage
+    from reidprep.stage import StageFailure, run_stage
     from reidprep.workdir import Workdir
 
     cfg = _config(
@@ -219,15 +239,7 @@ def masks(
     )  # fmt: skip
     m = cfg.masks
     try:
-        options = StageOptions(
-            chunk_size=m.chunk_size,
-            num_shards=num_shards,
-            shard_index=shard_index,
-            force=force,
-            retry_failed=retry_failed,
-            fail_fast=fail_fast,
-            progress=_progress(progress),
-        )
+        options = _stage_options(m.chunk_size, num_shards, shard_index, force, retry_failed, fail_fast, progress)
         task = MasksTask(make_provider(m), resolve_source(m), m.fusion, m.keep_modality_masks)
         summary = run_stage(task, cfg.workdir, options)
     except StageFailure as exc:
@@ -280,7 +292,7 @@ def captions(
     from reidprep.captions.providers import Providers
     from reidprep.captions.stage import CaptionsTask
     from reidprep.captions.summary import groundtruth_accuracy, unknown_rates
-    from reidprep.stage import StageAbort, StageFailure, StageOptions, current_run_dir, read_stage_table, run_stage
+    from reidprep.stage import StageAbort, StageFailure, current_run_dir, read_stage_table, run_stage
     from reidprep.workdir import Workdir
 
     cfg = _config(
@@ -293,15 +305,7 @@ def captions(
     c = cfg.captions
     wd = Workdir(cfg.workdir)
     try:
-        options = StageOptions(
-            chunk_size=c.chunk_size,
-            num_shards=num_shards,
-            shard_index=shard_index,
-            force=force,
-            retry_failed=retry_failed,
-            fail_fast=fail_fast,
-            progress=_progress(progress),
-        )
+        options = _stage_options(c.chunk_size, num_shards, shard_index, force, retry_failed, fail_fast, progress)
         masks, masks_fp = None, None
         masks_run = current_run_dir(cfg.workdir, "masks")
         if masks_run is not None and (masks_run / "_SUCCESS").is_file():
