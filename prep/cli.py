@@ -370,6 +370,76 @@ def captions(
     write_json({**json.loads(summary_path.read_text()), **report}, summary_path)
 
 
+@app.command("build-shards")
+def build_shards_command(
+    workdir: WorkdirOption = None,
+    image_format: Annotated[str | None, typer.Option(help="jpeg or png.")] = None,
+    size: Annotated[str | None, typer.Option(help="model (resize to the model input) or original.")] = None,
+    missing: Annotated[str | None, typer.Option(help="A sample without mask or caption: exclude or null.")] = None,
+    target_shard_mb: Annotated[float | None, typer.Option(help="Close a shard at this size (MB).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if built from the same inputs.")] = False,
+    config: ConfigOption = None,
+    progress: ProgressOption = None,
+) -> None:
+    """Join manifest, masks and captions into Parquet shards and dataset.json under WORKDIR/shards/."""
+    from reidprep.shards.build import build_shards
+
+    cfg = _config(
+        config,
+        {"workdir": workdir, "shards.image_format": image_format, "shards.size": size, "shards.missing": missing,
+         "shards.target_shard_mb": target_shard_mb},
+    )  # fmt: skip
+    try:
+        summary = build_shards(cfg.workdir, cfg.shards, force=force, progress=_progress(progress))
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    out.print(summary.line(), highlight=False, markup=False)
+    if summary.excluded:
+        out.print(f"  excluded samples are listed in {summary.out_dir / 'errors.parquet'}", highlight=False)
+
+
+@app.command("validate-shards")
+def validate_shards_command(
+    shards_dir: Annotated[Path, typer.Argument(help="The shards folder (WORKDIR/shards) or a workdir.")],
+    progress: ProgressOption = None,
+) -> None:
+    """Check the shards: schema, checksums, row counts, and decode every image; name each corrupt shard."""
+    from reidprep.shards.validate import validate_shards
+
+    folder = shards_dir / "shards" if (shards_dir / "shards" / "dataset.json").is_file() else shards_dir
+    report = validate_shards(folder, progress=_progress(progress))
+    if not report:
+        out.print(f"validate-shards: {folder} is valid", highlight=False)
+        return
+    for name, problems in report.items():
+        for problem in problems:
+            console.print(f"{name}: {problem}", highlight=False, markup=False)
+    _fail(f"{len(report)} shard(s) or index entries have problems in {folder}", code=1)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="pipeline.yaml")] = Path("pipeline.yaml"),
+    workdir: WorkdirOption = None,
+    progress: ProgressOption = None,
+) -> None:
+    """Run synth (if synth.out is set), index, masks, captions and build-shards, skipping work already done."""
+    cfg = _config(config, {"workdir": workdir})
+    steps: list[tuple[str, Any]] = []
+    if cfg.synth.out is not None:
+        steps.append(("synth", lambda: synth(config=config, progress=progress)))
+    steps += [
+        ("index", lambda: index(config=config, workdir=workdir, progress=progress)),
+        ("masks", lambda: masks(config=config, workdir=workdir, progress=progress)),
+        ("captions", lambda: captions(config=config, workdir=workdir, progress=progress)),
+        ("build-shards", lambda: build_shards_command(config=config, workdir=workdir, progress=progress)),
+    ]
+    for name, step in steps:
+        console.rule(f"reidprep {name}")
+        step()
+    out.print(f"run: done; shards in {cfg.workdir / 'shards'}", highlight=False)
+
+
 @app.command()
 def status(
     workdir: WorkdirOption = None,

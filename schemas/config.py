@@ -159,6 +159,30 @@ class CaptionsConfig(_Section):
     )
 
 
+class ShardsConfig(_Section):
+    """``reidprep build-shards``: one row per record with images, mask, token mask, captions and attributes."""
+
+    image_format: Literal["jpeg", "png"] = Field("jpeg", description="how the three images are encoded")
+    jpeg_quality: int = Field(95, ge=50, le=100)
+    size: Literal["model", "original"] = Field(
+        "model", description="model = resize to the model input (person 256x128, vehicle 128x256, h x w)"
+    )
+    person_size: tuple[int, int] = Field((256, 128), description="(height, width) stored for persons")
+    vehicle_size: tuple[int, int] = Field((128, 256), description="(height, width) stored for vehicles")
+    patch_size: int = Field(16, ge=1, description="ViT patch size for the token mask")
+    patch_stride: int = Field(16, ge=1, description="ViT patch stride (smaller than the patch: overlapping)")
+    token_threshold: float = Field(0.5, gt=0.0, le=1.0, description="foreground fraction that makes a token fg")
+    target_shard_mb: float = Field(256.0, gt=0.0, description="a shard is closed once it reaches this size")
+    row_group_rows: int = Field(64, ge=1, description="rows per Parquet row group (the unit of random access)")
+    missing: Literal["exclude", "null"] = Field(
+        "exclude", description="a sample without mask or caption: exclude it (ledgered) or keep it with nulls"
+    )
+    require: list[Literal["masks", "captions"]] = Field(
+        default_factory=lambda: ["masks", "captions"], description="stages whose output every sample needs"
+    )
+    workers: int = Field(4, ge=1, description="threads decoding and encoding images")
+
+
 class PipelineConfig(_Section):
     workdir: Path = Field(Path("runs/demo"), description="where every stage writes its outputs")
     dataset: DatasetConfig = DatasetConfig()
@@ -166,6 +190,7 @@ class PipelineConfig(_Section):
     index: IndexConfig = IndexConfig()
     masks: MasksConfig = MasksConfig()
     captions: CaptionsConfig = CaptionsConfig()
+    shards: ShardsConfig = ShardsConfig()
 
 
 class ConfigError(ValueError):

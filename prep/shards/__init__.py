@@ -1,0 +1,1 @@
+"""``reidprep build-shards`` and ``validate-shards``: the Parquet shards the trainer reads."""

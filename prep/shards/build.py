@@ -1,0 +1,270 @@
+"""``reidprep build-shards``: manifest + masks + captions -> size-bounded Parquet shards and ``dataset.json``.
+
+Records stream through in the manifest's canonical order, a row group at a time (images decoded, resized and
+encoded by a thread pool; PIL releases the GIL), so memory stays bounded whatever the dataset size. Shards are
+written under temporary names and renamed; ``dataset.json`` is written last, so a reader never sees a half-built
+set. The same inputs and settings give byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import resource
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from reidprep.atomic import write_json
+from reidprep.images import load_modality
+from reidprep.ledger import write_ledger
+from reidprep.manifest import read_manifest, sort_records
+from reidprep.masks.fusion import resize_mask
+from reidprep.progress import track
+from reidprep.shards.tokens import patch_grid, token_fractions, token_mask
+from reidprep.stage import current_run_dir, read_stage_table
+from reidprep.workdir import Workdir
+from reidschemas import MODALITIES, LedgerEntry, SampleRecord
+from reidschemas.config import ShardsConfig
+from reidschemas.maskcodec import decode_mask, encode_mask
+from reidschemas.shards import SHARD_SCHEMA, SHARD_SCHEMA_VERSION
+
+STAGE = "shards"
+INDEX_NAME = "dataset.json"
+
+
+@dataclass
+class BuildSummary:
+    out_dir: Path
+    rows: int
+    excluded: int
+    shards: list[dict[str, Any]] = field(default_factory=list)
+    rows_per_split: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    skipped: bool = False
+
+    def line(self) -> str:
+        if self.skipped:
+            return f"build-shards: already built for these inputs in {self.out_dir} (use --force to rebuild)"
+        splits = ", ".join(f"{k} {v}" for k, v in self.rows_per_split.items())
+        return (
+            f"build-shards: {self.rows} rows ({splits}) in {len(self.shards)} shard(s), {self.excluded} excluded, "
+            f"{self.seconds:.1f}s, peak memory {self.peak_rss_mb:.0f} MB"
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stage_rows(workdir: Path, stage: str, columns: list[str]) -> tuple[dict[str, dict], str | None]:
+    """The current run's rows of ``stage`` by triplet key, and its run fingerprint; empty when it never ran."""
+    run = current_run_dir(workdir, stage)
+    if run is None or not any((run / "parts").glob("part-*.parquet")):
+        return {}, None
+    table = read_stage_table(workdir, stage, columns=["triplet_key", *columns])
+    return {row["triplet_key"]: row for row in table.to_pylist()}, run.name
+
+
+def _encode(image: Image.Image, config: ShardsConfig) -> bytes:
+    buffer = io.BytesIO()
+    if config.image_format == "jpeg":
+        image.save(buffer, format="JPEG", quality=config.jpeg_quality)
+    else:
+        image.save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+class _Builder:
+    def __init__(self, config: ShardsConfig, masks: dict[str, dict], captions: dict[str, dict]) -> None:
+        self.config = config
+        self.masks = masks
+        self.captions = captions
+
+    def stored_size(self, record: SampleRecord, rgb: np.ndarray) -> tuple[int, int]:
+        if self.config.size == "original":
+            return int(rgb.shape[0]), int(rgb.shape[1])
+        return self.config.person_size if record.kind == "pedestrian" else self.config.vehicle_size
+
+    def row(self, record: SampleRecord) -> dict[str, Any] | LedgerEntry:
+        """One shard row, or the ledger entry saying why the record is left out."""
+        c = self.config
+        mask_row = self.masks.get(record.triplet_key)
+        caption_row = self.captions.get(record.triplet_key)
+        missing = [s for s, row in (("masks", mask_row), ("captions", caption_row)) if s in c.require and row is None]
+        if missing and c.missing == "exclude":
+            return self._excluded(record, f"no {' and no '.join(missing)} output for this triplet", "missing_input")
+        try:
+            arrays = {m: load_modality(record, m) for m in MODALITIES}
+        except (OSError, ValueError) as exc:
+            return self._excluded(record, f"cannot read an image: {exc}", type(exc).__name__)
+        height, width = self.stored_size(record, arrays["rgb"])
+        encoded = {
+            m: _encode(Image.fromarray(a).resize((width, height), Image.BICUBIC) if a.shape[:2] != (height, width)
+                       else Image.fromarray(a), c)
+            for m, a in arrays.items()
+        }  # fmt: skip
+        row: dict[str, Any] = {
+            "sample_id": record.sample_id,
+            "triplet_key": record.triplet_key,
+            "dataset": record.dataset,
+            "split": record.split,
+            "pid": record.pid,
+            "camid": record.camid,
+            "sceneid": record.sceneid,
+            "image_format": c.image_format,
+            "height": height,
+            "width": width,
+            **encoded,
+            "mask": None,
+            "token_grid": None,
+            "token_fraction": None,
+            "token_mask": None,
+        }
+        if mask_row is not None:
+            mask = resize_mask(decode_mask(mask_row["mask"], mask_row["height"], mask_row["width"]), height, width)
+            fractions = token_fractions(mask, c.patch_size, c.patch_stride)  # (rows, cols)
+            row.update(
+                mask=encode_mask(mask),
+                token_grid=list(patch_grid(height, width, c.patch_size, c.patch_stride)),
+                token_fraction=fractions.ravel().tolist(),
+                token_mask=token_mask(fractions, c.token_threshold).ravel().tolist(),
+            )
+        for target in ("rgb", "nir", "tir", "fused"):
+            row[f"caption_{target}"] = None if caption_row is None else caption_row[f"caption_{target}"]
+        row["attributes"] = None if caption_row is None else caption_row["attributes"]
+        return row
+
+    @staticmethod
+    def _excluded(record: SampleRecord, reason: str, error_type: str) -> LedgerEntry:
+        return LedgerEntry(
+            stage=STAGE, severity="error", error_type=error_type, reason=reason,
+            path=record.rgb_path, sample_id=record.sample_id,
+        )  # fmt: skip
+
+
+class _ShardWriter:
+    """Row groups into shards of about ``target_bytes``; each shard under a temporary name until closed."""
+
+    def __init__(self, out_dir: Path, target_bytes: int) -> None:
+        self.out_dir = out_dir
+        self.target_bytes = target_bytes
+        self.writer: pq.ParquetWriter | None = None
+        self.tmp: Path | None = None
+        self.splits: Counter[str] = Counter()
+        self.finished: list[tuple[Path, Path, Counter[str]]] = []
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.tmp = self.out_dir / f".shard-{len(self.finished):05d}.parquet.tmp-{os.getpid()}"
+            self.writer = pq.ParquetWriter(self.tmp, SHARD_SCHEMA, compression="zstd")
+            self.splits = Counter()
+        self.writer.write_table(table, row_group_size=table.num_rows)
+        self.splits.update(table["split"].to_pylist())
+        assert self.tmp is not None
+        if self.tmp.stat().st_size >= self.target_bytes:
+            self.close()
+
+    def close(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        assert self.tmp is not None
+        final = self.out_dir / f"shard-{len(self.finished):05d}.parquet"
+        self.finished.append((self.tmp, final, self.splits))
+        self.writer = None
+
+
+def _blocks(records: Sequence[SampleRecord], size: int) -> Iterator[Sequence[SampleRecord]]:
+    for start in range(0, len(records), size):
+        yield records[start : start + size]
+
+
+def _fingerprint(workdir: Path, config: ShardsConfig, masks_fp: str | None, captions_fp: str | None) -> str:
+    payload = {
+        "schema": SHARD_SCHEMA_VERSION,
+        "config": config.model_dump(mode="json", exclude={"workers"}),
+        "manifest": _sha256(Workdir(workdir).manifest),
+        "masks": masks_fp,
+        "captions": captions_fp,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_shards(
+    workdir: Path, config: ShardsConfig, *, out_dir: Path | None = None, force: bool = False, progress: bool = False
+) -> BuildSummary:
+    """Write ``<workdir>/shards/`` (or ``out_dir``); skipped when built from the same inputs unless ``force``."""
+    start = time.perf_counter()
+    wd = Workdir(workdir)
+    out = out_dir or wd.stage_dir(STAGE)
+    records = sort_records(read_manifest(wd.manifest))
+    masks, masks_fp = _stage_rows(workdir, "masks", ["mask", "height", "width"])
+    captions, captions_fp = _stage_rows(
+        workdir, "captions", [f"caption_{t}" for t in ("rgb", "nir", "tir", "fused")] + ["attributes"]
+    )
+    fingerprint = _fingerprint(workdir, config, masks_fp, captions_fp)
+    index_path = out / INDEX_NAME
+    if index_path.is_file() and not force:
+        index = json.loads(index_path.read_text())
+        if index.get("fingerprint") == fingerprint and all((out / s["file"]).is_file() for s in index["shards"]):
+            return BuildSummary(out, index["rows"], index["excluded"], index["shards"], index["rows_per_split"],
+                                skipped=True)  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    builder = _Builder(config, masks, captions)
+    writer = _ShardWriter(out, int(config.target_shard_mb * 2**20))
+    excluded: list[LedgerEntry] = []
+    blocks = list(_blocks(records, config.row_group_rows))
+    with ThreadPoolExecutor(max_workers=config.workers) as pool:
+        for block in track(blocks, len(blocks), f"build-shards ({len(records)} records)", progress):
+            rows = []
+            for result in pool.map(builder.row, block):
+                (excluded if isinstance(result, LedgerEntry) else rows).append(result)
+            if rows:
+                writer.write(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA))
+    writer.close()
+    # Swap in the new set: the old index goes first, so a crash here leaves no index and the next run rebuilds.
+    index_path.unlink(missing_ok=True)
+    for old in out.glob("shard-*.parquet"):
+        old.unlink()
+    shards = []
+    for tmp, final, splits in writer.finished:
+        os.replace(tmp, final)
+        rows_in = pq.read_metadata(final).num_rows
+        shards.append({"file": final.name, "rows": rows_in, "bytes": final.stat().st_size, "sha256": _sha256(final),
+                       "rows_per_split": dict(sorted(splits.items()))})  # fmt: skip
+    write_ledger(excluded, out / "errors.parquet")
+    split_counts: Counter[str] = Counter()
+    for shard in shards:
+        split_counts.update(shard["rows_per_split"])
+    rows_per_split = dict(sorted(split_counts.items()))
+    total = sum(s["rows"] for s in shards)
+    index = {
+        "schema_version": SHARD_SCHEMA_VERSION,
+        "fingerprint": fingerprint,
+        "inputs": {"masks_run": masks_fp, "captions_run": captions_fp},
+        "config": config.model_dump(mode="json"),
+        "rows": total,
+        "excluded": len(excluded),
+        "rows_per_split": rows_per_split,
+        "shards": shards,
+    }
+    write_json(index, index_path)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return BuildSummary(out, total, len(excluded), shards, rows_per_split, time.perf_counter() - start, peak)

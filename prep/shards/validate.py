@@ -1,0 +1,88 @@
+"""``reidprep validate-shards``: schema, checksums, row counts, and every image decoded; problems named per shard."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from PIL import Image
+
+from reidprep.progress import track
+from reidschemas.maskcodec import decode_mask
+from reidschemas.shards import SHARD_SCHEMA, SHARD_SCHEMA_VERSION
+
+INDEX_NAME = "dataset.json"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _check_rows(path: Path) -> list[str]:
+    """Decode every image and mask of one shard; the problems found (at most a few per kind)."""
+    problems: list[str] = []
+    parquet = pq.ParquetFile(path)
+    for group in range(parquet.num_row_groups):
+        for row in parquet.read_row_group(group).to_pylist():
+            for modality in ("rgb", "nir", "tir"):
+                try:
+                    with Image.open(io.BytesIO(row[modality])) as image:
+                        image.load()
+                        if image.size != (row["width"], row["height"]):
+                            problems.append(f"{row['sample_id']}: {modality} is {image.size}, not the stored size")
+                except Exception as exc:  # any decoder error names the sample
+                    problems.append(f"{row['sample_id']}: {modality} image does not decode ({exc})")
+            if row["mask"] is not None:
+                try:
+                    decode_mask(row["mask"], row["height"], row["width"])
+                except ValueError as exc:
+                    problems.append(f"{row['sample_id']}: mask: {exc}")
+            if len(problems) > 20:
+                return [*problems, "... (more problems not listed)"]
+    return problems
+
+
+def validate_shards(shards_dir: Path, progress: bool = False) -> dict[str, list[str]]:
+    """``{shard file (or "dataset.json"): [problems]}``; empty when everything checks out."""
+    index_path = shards_dir / INDEX_NAME
+    if not index_path.is_file():
+        return {INDEX_NAME: [f"{index_path} not found: run `reidprep build-shards` first"]}
+    try:
+        index = json.loads(index_path.read_text())
+    except json.JSONDecodeError as exc:
+        return {INDEX_NAME: [f"not valid JSON: {exc.msg}"]}
+    report: dict[str, list[str]] = {}
+    if index.get("schema_version") != SHARD_SCHEMA_VERSION:
+        report[INDEX_NAME] = [
+            f"schema version {index.get('schema_version')}, this reidprep reads {SHARD_SCHEMA_VERSION}"
+        ]
+    total = 0
+    for shard in track(index["shards"], len(index["shards"]), "validating shards", progress):
+        path = shards_dir / shard["file"]
+        problems: list[str] = []
+        if not path.is_file():
+            report[shard["file"]] = ["file is missing"]
+            continue
+        if _sha256(path) != shard["sha256"]:
+            problems.append("checksum differs from dataset.json (the file changed or is corrupt)")
+        try:
+            metadata = pq.read_metadata(path)
+            schema = pq.read_schema(path)
+        except Exception as exc:  # pyarrow raises several types for a corrupt footer
+            report[shard["file"]] = [*problems, f"not a readable Parquet file ({exc})"]
+            continue
+        if not schema.remove_metadata().equals(SHARD_SCHEMA.remove_metadata()):
+            problems.append("schema differs from the shard schema")
+        if metadata.num_rows != shard["rows"]:
+            problems.append(f"{metadata.num_rows} rows, dataset.json says {shard['rows']}")
+        total += metadata.num_rows
+        if not problems:
+            problems = _check_rows(path)
+        if problems:
+            report[shard["file"]] = problems
+    if total != index.get("rows") and not report:
+        report[INDEX_NAME] = [f"shards hold {total} rows, dataset.json says {index.get('rows')}"]
+    return report

@@ -1,0 +1,130 @@
+"""build-shards, validate-shards and run: contents, token masks, determinism, rotation, missing inputs, corruption."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from reidprep.cli import app
+from reidprep.index import run_index
+from reidprep.shards.build import build_shards
+from reidprep.shards.tokens import token_fractions
+from reidprep.shards.validate import validate_shards
+from reidprep.synth import generate_dataset
+from reidschemas.config import ShardsConfig
+from reidschemas.maskcodec import decode_mask
+
+runner = CliRunner()
+
+
+def _invoke(*args: str) -> str:
+    result = runner.invoke(app, [*args, "--no-progress"] if args[0] != "validate-shards" else list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A workdir with index, thermal masks and heuristic captions of 12 person triplets."""
+    root = tmp_path_factory.mktemp("prepared")
+    generate_dataset(root / "data", kind="person", ids=4, images_per_id=3, seed=9)
+    run_index(root / "w", "rgbnt201", root / "data")
+    _invoke("masks", "--workdir", str(root / "w"))
+    _invoke("captions", "--workdir", str(root / "w"))
+    return root / "w"
+
+
+def _rows(shards: Path) -> list[dict]:
+    return [row for f in sorted(shards.glob("shard-*.parquet")) for row in pq.read_table(f).to_pylist()]
+
+
+def test_rows_hold_images_mask_tokens_and_captions(prepared, tmp_path):
+    summary = build_shards(prepared, ShardsConfig(), out_dir=tmp_path / "s")
+    index = json.loads((tmp_path / "s" / "dataset.json").read_text())
+    manifest = pq.read_table(prepared / "index" / "manifest.parquet")
+    assert summary.rows == index["rows"] == manifest.num_rows and summary.excluded == 0
+    assert index["rows_per_split"] == dict(sorted(index["rows_per_split"].items()))
+    assert sum(index["rows_per_split"].values()) == manifest.num_rows
+    for row in _rows(tmp_path / "s"):
+        assert (row["height"], row["width"]) == (256, 128)
+        for modality in ("rgb", "nir", "tir"):
+            with Image.open(io.BytesIO(row[modality])) as image:
+                assert image.format == "JPEG" and image.size == (128, 256)
+        mask = decode_mask(row["mask"], 256, 128)
+        assert row["token_grid"] == [16, 8]
+        np.testing.assert_allclose(row["token_fraction"], token_fractions(mask, 16, 16).ravel(), atol=1e-6)
+        assert row["token_mask"] == [f >= 0.5 for f in row["token_fraction"]]
+        assert row["caption_fused"] and json.loads(row["attributes"])["fused"]
+
+
+def test_deterministic_and_skipped_when_unchanged(prepared, tmp_path):
+    first = build_shards(prepared, ShardsConfig(), out_dir=tmp_path / "a")
+    second = build_shards(prepared, ShardsConfig(), out_dir=tmp_path / "b")
+    assert [s["sha256"] for s in first.shards] == [s["sha256"] for s in second.shards]
+    assert build_shards(prepared, ShardsConfig(), out_dir=tmp_path / "a").skipped
+    rebuilt = build_shards(prepared, ShardsConfig(), out_dir=tmp_path / "a", force=True)
+    assert not rebuilt.skipped and rebuilt.shards == first.shards
+
+
+def test_size_rotation_row_groups_png_and_original_size(prepared, tmp_path):
+    config = ShardsConfig(target_shard_mb=0.1, row_group_rows=4, image_format="png", size="original")
+    summary = build_shards(prepared, config, out_dir=tmp_path / "s")
+    assert len(summary.shards) > 1 and sum(s["rows"] for s in summary.shards) == summary.rows
+    parquet = pq.ParquetFile(tmp_path / "s" / summary.shards[0]["file"])
+    assert parquet.metadata.row_group(0).num_rows == 4
+    assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
+    row = parquet.read_row_group(0).to_pylist()[0]
+    with Image.open(io.BytesIO(row["rgb"])) as image:
+        assert image.format == "PNG" and image.size == (row["width"], row["height"])
+    assert validate_shards(tmp_path / "s") == {}
+
+
+def test_missing_inputs_are_excluded_with_a_ledger_or_kept_as_null(prepared, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(prepared / "index", bare / "index")
+    records = pq.read_metadata(bare / "index" / "manifest.parquet").num_rows
+    excluded = build_shards(bare, ShardsConfig(), out_dir=tmp_path / "x")
+    assert excluded.rows == 0 and excluded.excluded == records
+    ledger = pq.read_table(tmp_path / "x" / "errors.parquet").to_pylist()
+    assert ledger[0]["error_type"] == "missing_input" and "no masks and no captions" in ledger[0]["reason"]
+    kept = build_shards(bare, ShardsConfig(missing="null"), out_dir=tmp_path / "n")
+    rows = _rows(tmp_path / "n")
+    assert kept.rows == records and all(r["mask"] is None and r["caption_rgb"] is None for r in rows)
+
+
+def test_validate_names_corrupt_shards(prepared, tmp_path):
+    build_shards(prepared, ShardsConfig(target_shard_mb=0.1, row_group_rows=4), out_dir=tmp_path / "s")
+    shards = sorted((tmp_path / "s").glob("shard-*.parquet"))
+    data = bytearray(shards[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shards[0].write_bytes(bytes(data))
+    shards[1].unlink()
+    result = runner.invoke(app, ["validate-shards", str(tmp_path / "s")])
+    assert result.exit_code == 1
+    assert (
+        f"{shards[0].name}: checksum differs" in result.output and f"{shards[1].name}: file is missing" in result.output
+    )
+
+
+def test_run_the_whole_pipeline_from_a_config(tmp_path):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        "workdir: w\ndataset:\n  layout: msvr310\n  root: data\n"
+        "synth:\n  out: data\n  kind: vehicle\n  ids: 4\n  images_per_id: 3\n  seed: 1\n"
+    )
+    output = _invoke("run", "--config", str(config))
+    assert "build-shards:" in output and "run: done" in output
+    index = json.loads((tmp_path / "w" / "shards" / "dataset.json").read_text())
+    assert index["rows"] > 0 and index["config"]["vehicle_size"] == [128, 256]
+    row = _rows(tmp_path / "w" / "shards")[0]
+    assert (row["height"], row["width"], row["token_grid"]) == (128, 256, [8, 16])
+    again = _invoke("run", "--config", str(config))
+    assert "already built" in again and "0 done" in again
