@@ -16,10 +16,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/reidprep synth --config pipeline.yaml
-	$(BIN)/reidprep index --config pipeline.yaml
-	$(BIN)/reidprep masks --config pipeline.yaml --preview 8
-	$(BIN)/reidprep captions --config pipeline.yaml
+	$(BIN)/reidprep run --config pipeline.yaml
+	$(BIN)/reidprep report --config pipeline.yaml
 	$(BIN)/reidprep status --config pipeline.yaml
 
 test: $(STAMP)

@@ -441,6 +441,26 @@ def run(
 
 
 @app.command()
+def report(
+    workdir: Annotated[Path | None, typer.Argument(help="The workdir (default: workdir of the config).")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Where to write (default WORKDIR/report.html).")
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Triplets shown with masks, attributes and captions.")] = 8,
+    config: ConfigOption = None,
+) -> None:
+    """Write a self-contained HTML report: stage counts and failures, mask overlays, attributes and captions."""
+    from reidprep.report import write_report
+
+    cfg = _config(config, {"workdir": workdir})
+    try:
+        path = write_report(cfg.workdir, out_file, samples)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    out.print(f"report: {path}", highlight=False)
+
+
+@app.command()
 def status(
     workdir: WorkdirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

@@ -24,11 +24,20 @@ def _index_status(wd: Workdir) -> dict[str, Any]:
     return {"state": state, "done": 0, "failed": errors, "warnings": warnings, "pending": None}
 
 
+def _shards_status(wd: Workdir) -> dict[str, Any]:
+    index = wd.stage_dir("shards") / "dataset.json"
+    if not index.is_file():
+        return {"state": "not run", "done": 0, "failed": 0, "warnings": 0, "pending": None}
+    data = json.loads(index.read_text())
+    return {"state": "complete", "done": data["rows"], "failed": data["excluded"], "warnings": 0, "pending": 0}
+
+
 #: Stage name -> its status reader, in pipeline order. Each later stage adds its reader here.
 STAGE_STATUS: dict[str, Callable[[Workdir], dict[str, Any]]] = {
     "index": _index_status,
     "masks": lambda wd: stage_status(wd.root, "masks"),
     "captions": lambda wd: stage_status(wd.root, "captions"),
+    "shards": _shards_status,
 }
 
 

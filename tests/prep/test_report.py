@@ -1,0 +1,230 @@
+"""``write_report``: one self-contained HTML page, checked with an HTML parser and, where installed, Chromium."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from reidprep.cli import app
+from reidprep.index import run_index
+from reidprep.ledger import read_ledger
+from reidprep.report import write_report
+from reidprep.stage import current_run_dir, read_stage_table
+from reidprep.status import workdir_status
+from reidprep.synth import generate_dataset
+
+runner = CliRunner()
+CHROMIUM = Path("/usr/bin/chromium")
+SAMPLES = 4
+
+
+class Page(HTMLParser):
+    """Tags with their attributes, the text, and the text of the elements with an ``id`` or ``data-*`` key."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.stage_rows: dict[str, list[str]] = {}
+        self.values: dict[str, list[tuple[float, str]]] = {}
+        self._row: str | None = None
+        self._cell: list[str] | None = None
+        self._section: list[str] = []
+        self._value: float | None = None
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if tag == "tr" and a.get("data-stage"):
+            self._row = a["data-stage"]
+            self.stage_rows[self._row] = []
+        if tag == "td" and self._row is not None:
+            self._cell = []
+        if tag == "div" and a.get("id"):
+            self._section.append(a["id"])
+        if tag == "span" and "data-value" in a and self._section:
+            self._value = float(a["data-value"] or "nan")
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._row is not None and self._cell is not None:
+            self.stage_rows[self._row].append("".join(self._cell).strip())
+            self._cell = None
+        if tag == "tr":
+            self._row = None
+        if tag == "span" and self._value is not None and self._cell is not None:
+            self.values.setdefault(self._section[-1], []).append((self._value, "".join(self._cell)))
+            self._value, self._cell = None, None
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def attr_values(self, name: str) -> list[str]:
+        return [a[name] or "" for _, a in self.tags if name in a]
+
+    def images(self) -> list[dict[str, str | None]]:
+        return [a for tag, a in self.tags if tag == "img"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    generate_dataset(out, kind="person", ids=4, images_per_id=3, seed=3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def full(dataset, tmp_path_factory) -> Path:
+    """A workdir with index, masks and captions done through the real code and CLI."""
+    workdir = tmp_path_factory.mktemp("full") / "w"
+    run_index(workdir, "rgbnt201", dataset)
+    for command in ("masks", "captions"):
+        result = runner.invoke(app, [command, "--workdir", str(workdir), "--no-progress"])
+        assert result.exit_code == 0, result.output
+    return workdir
+
+
+def _read(path: Path) -> tuple[str, Page]:
+    text = path.read_text(encoding="utf-8")
+    return text, Page(text)
+
+
+def test_report_is_one_self_contained_page(full, tmp_path):
+    path = write_report(full, samples=SAMPLES)
+    assert path == full / "report.html"
+    text, page = _read(path)
+    references = page.attr_values("src") + page.attr_values("href")
+    assert references, "the page embeds its images"
+    assert all(ref.startswith("data:") for ref in references), [r[:40] for r in references if not r.startswith("data:")]
+    assert not [tag for tag, _ in page.tags if tag in ("script", "link", "iframe")]
+    assert "http://" not in text and "https://" not in text
+    assert len(page.images()) == 3 * SAMPLES
+    assert all((img["src"] or "").startswith("data:image/png;base64,") for img in page.images())
+    # deterministic: the same workdir gives the same bytes
+    again = write_report(full, out=tmp_path / "again.html", samples=SAMPLES)
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_stage_table_and_quality_figures_match_the_workdir(full):
+    _, page = _read(write_report(full, samples=SAMPLES))
+    stages = workdir_status(full)["stages"]
+    assert list(page.stage_rows) == ["index", "masks", "captions"]
+    for name, status in stages.items():
+        cells = page.stage_rows[name]
+        assert cells[0] == name and cells[1] == status["state"] == "complete"
+        assert (int(cells[2]), int(cells[3]), int(cells[5])) == (status["done"], status["failed"], status["pending"])
+    assert int(page.stage_rows["masks"][2]) == read_stage_table(full, "masks").num_rows
+
+    masks = json.loads((full / "masks" / "summary.json").read_text())
+    iou = page.values["mask-iou"]
+    assert iou[0][0] == pytest.approx(masks["groundtruth"]["mean_iou"], abs=1e-4)
+    assert iou[0][1] == f"{masks['groundtruth']['mean_iou']:.3f}"
+
+    captions = json.loads((full / "captions" / "summary.json").read_text())
+    shown = page.values["unknown-rates"]
+    expected = [captions["unknown_rates"][m][w] for m in ("rgb", "nir", "tir") for w in ("before", "after")]
+    assert [v for v, _ in shown] == pytest.approx(expected, abs=1e-4)
+    assert [label for _, label in shown] == [f"{100 * v:.1f}%" for v in expected]
+    accuracy = [v for v, label in page.values["attribute-accuracy"]]
+    assert captions["groundtruth"]["fused"]["mean_accuracy"] == pytest.approx(accuracy[6], abs=1e-4)
+
+
+def test_samples_show_captions_attributes_and_fused_caption(full):
+    text, page = _read(write_report(full, samples=SAMPLES))
+    keys = [a["data-key"] for tag, a in page.tags if tag == "div" and a.get("data-key")]
+    assert len(keys) == SAMPLES
+    rows = {r["triplet_key"]: r for r in read_stage_table(full, "captions").to_pylist()}
+    body = "".join(page.text)
+    for key in keys:
+        row = rows[key]
+        for target in ("rgb", "nir", "tir", "fused"):
+            assert row[f"caption_{target}"] in body
+            assert html.escape(row[f"caption_{target}"]) in text
+        merged = json.loads(row["attributes"])
+        known = [e["value"] for e in merged["rgb"].values() if e["value"] is not None]
+        assert all(str(value) in body for value in known)
+    assert "Fused:" in body
+
+
+def test_text_is_escaped_and_missing_files_do_not_stop_it(full, tmp_path):
+    workdir = tmp_path / "w"
+    shutil.copytree(full, workdir)
+    hostile = '<script>alert("x")</script> & <b>bold</b>'
+    for part in sorted((current_run_dir(workdir, "captions") / "parts").glob("part-*.parquet")):
+        table = pq.read_table(part)
+        column = table.schema.get_field_index("caption_fused")
+        values = pa.array([hostile] * table.num_rows, type=pa.string())
+        pq.write_table(table.set_column(column, table.schema.field(column), values), part)
+    (workdir / "masks" / "summary.json").unlink()
+    (workdir / "captions" / "errors.parquet").unlink()
+    text, page = _read(write_report(workdir, samples=SAMPLES))
+    assert not [tag for tag, _ in page.tags if tag == "script"]
+    assert hostile not in text
+    assert html.escape(hostile) in text
+    assert hostile in "".join(page.text)
+    assert "mask-iou" not in page.values  # its summary is gone: the figure is left out
+    assert "unknown-rates" in page.values
+
+
+def test_index_only_workdir_skips_the_later_sections(dataset, tmp_path):
+    copy = tmp_path / "dataset"
+    shutil.copytree(dataset, copy)
+    lost = sorted(copy.glob("RGBNT201/train_171/NI/*.jpg"))[0]
+    lost.unlink()
+    workdir = tmp_path / "w"
+    run_index(workdir, "rgbnt201", copy)
+    text, page = _read(write_report(workdir, samples=2))
+    assert page.stage_rows["index"][1] == "complete"
+    assert page.stage_rows["masks"][1] == page.stage_rows["captions"][1] == "not run"
+    assert not page.values  # no quality figures
+    assert "Quality" not in "".join(page.text) and "Fused:" not in "".join(page.text)
+    assert len(page.images()) == 3 * 2  # samples from the manifest, without masks or captions
+    assert not any("with mask" in (img["alt"] or "") for img in page.images())
+    # the index ledger: counts by type and the first rows, with the path and reason
+    entries = read_ledger(workdir / "index" / "errors.parquet")
+    assert entries and int(page.stage_rows["index"][3]) == sum(e.severity == "error" for e in entries)
+    assert f"index: {len(entries)} ledger entries" in "".join(page.text)
+    for entry in entries[:5]:
+        assert html.escape(entry.reason) in text and entry.error_type in text
+        assert html.escape(entry.sample_id or entry.path or "") in text
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(full, tmp_path):
+    report = write_report(full, samples=SAMPLES)
+    shot = tmp_path / "shot.png"
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1280,2000",
+        f"file://{report.resolve()}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert shot.is_file(), result.stderr[-2000:]
+    with Image.open(shot) as image:
+        assert image.size == (1280, 2000)
+        colours = image.convert("RGB").resize((320, 500)).getcolors(maxcolors=1_000_000)
+    assert colours is not None and len(colours) > 50, "the screenshot looks blank"
