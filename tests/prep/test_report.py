@@ -122,9 +122,10 @@ def test_report_is_one_self_contained_page(full, tmp_path):
 def test_stage_table_and_quality_figures_match_the_workdir(full):
     _, page = _read(write_report(full, samples=SAMPLES))
     stages = workdir_status(full)["stages"]
-    assert list(page.stage_rows) == ["index", "masks", "captions"]
-    for name, status in stages.items():
-        cells = page.stage_rows[name]
+    assert list(page.stage_rows) == list(stages) == ["index", "masks", "captions", "shards"]
+    assert page.stage_rows["shards"][1] == stages["shards"]["state"] == "not run"
+    for name in ("index", "masks", "captions"):
+        status, cells = stages[name], page.stage_rows[name]
         assert cells[0] == name and cells[1] == status["state"] == "complete"
         assert (int(cells[2]), int(cells[3]), int(cells[5])) == (status["done"], status["failed"], status["pending"])
     assert int(page.stage_rows["masks"][2]) == read_stage_table(full, "masks").num_rows
