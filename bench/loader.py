@@ -11,7 +11,6 @@ reads Parquet row groups (images already at the stored size) and decodes the JPE
 from __future__ import annotations
 
 import argparse
-import io
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,7 @@ from reidprep.stage import StageOptions, run_stage
 from reidprep.synth import generate_dataset
 from reidschemas import SampleRecord
 from reidschemas.config import MasksConfig, ShardsConfig
-from reidschemas.maskcodec import decode_mask
+from reidschemas.shards import decode_batch
 
 SIZE = (128, 256)  # PIL (width, height) of the person model input
 
@@ -43,25 +42,24 @@ def _from_folders(record: SampleRecord) -> list[np.ndarray]:
     return out
 
 
-def _from_row(row: dict) -> list[np.ndarray]:
-    images = [np.asarray(Image.open(io.BytesIO(row[m])).convert("RGB")) for m in ("rgb", "nir", "tir")]
-    decode_mask(row["mask"], row["height"], row["width"])
-    return images
-
-
 def folder_stream(records: list[SampleRecord], threads: int) -> int:
     with ThreadPoolExecutor(threads) as pool:
         return sum(1 for _ in pool.map(_from_folders, records))
 
 
 def shard_stream(shards: list[Path], threads: int) -> int:
+    """Row group by row group, as a training loader reads: ``decode_batch`` (raw: no per-row objects)."""
     count = 0
+    columns = ["rgb", "nir", "tir", "mask", "height", "width", "image_format"]
+    groups = [(path, g) for path in shards for g in range(pq.ParquetFile(path).num_row_groups)]
+
+    def read(item: tuple[Path, int]) -> int:
+        path, group = item
+        batch = decode_batch(pq.ParquetFile(path).read_row_group(group, columns=columns))
+        return len(batch["rgb"])
+
     with ThreadPoolExecutor(threads) as pool:
-        for path in shards:
-            parquet = pq.ParquetFile(path)
-            for group in range(parquet.num_row_groups):
-                rows = parquet.read_row_group(group, columns=["rgb", "nir", "tir", "mask", "height", "width"])
-                count += sum(1 for _ in pool.map(_from_row, rows.to_pylist()))
+        count = sum(pool.map(read, groups))
     return count
 
 
@@ -71,6 +69,7 @@ def main() -> None:
     parser.add_argument("--images-per-id", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--image-format", choices=["jpeg", "png", "raw"], default="jpeg")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -78,7 +77,7 @@ def main() -> None:
         run_index(root / "w", "rgbnt201", root / "data")
         masks = MasksConfig(provider="thermal")
         run_stage(MasksTask(make_provider(masks), "tir"), root / "w", StageOptions(chunk_size=256))
-        summary = build_shards(root / "w", ShardsConfig(require=["masks"]))
+        summary = build_shards(root / "w", ShardsConfig(require=["masks"], image_format=args.image_format))
         print(summary.line())
         records = sort_records(read_manifest(root / "w" / "index" / "manifest.parquet"))
         shards = sorted((root / "w" / "shards").glob("shard-*.parquet"))
@@ -93,6 +92,9 @@ def main() -> None:
             assert n == len(records)
             timings[name] = n / best
             print(f"{name:30s} {n} samples in {best:6.2f} s  {n / best:8.1f} samples/s  ({args.threads} threads)")
+        shard_mb = sum(p.stat().st_size for p in shards) / 2**20
+        folder_mb = sum(Path(p).stat().st_size for r in records for p in (r.rgb_path, r.nir_path, r.tir_path)) / 2**20
+        print(f"bytes: shards {shard_mb:.1f} MB ({args.image_format}), dataset files {folder_mb:.1f} MB")
         folders, shard = timings.values()
         print(f"ratio shards / folders: {shard / folders:.2f}x")
 

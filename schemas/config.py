@@ -162,7 +162,9 @@ class CaptionsConfig(_Section):
 class ShardsConfig(_Section):
     """``reidprep build-shards``: one row per record with images, mask, token mask, captions and attributes."""
 
-    image_format: Literal["jpeg", "png"] = Field("jpeg", description="how the three images are encoded")
+    image_format: Literal["jpeg", "png", "raw"] = Field(
+        "jpeg", description="jpeg, png, or raw: uint8 pixels at the stored size (zstd), no decode when reading"
+    )
     jpeg_quality: int = Field(95, ge=50, le=100)
     size: Literal["model", "original"] = Field(
         "model", description="model = resize to the model input (person 256x128, vehicle 128x256, h x w)"

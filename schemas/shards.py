@@ -39,7 +39,74 @@ SHARD_SCHEMA = pa.schema(
     ],
     metadata={"reid.shard_schema_version": SHARD_SCHEMA_VERSION},
 )
-"""``height`` x ``width`` is the stored size of the three images and of the mask. ``token_grid`` is
+"""``height`` x ``width`` is the stored size of the three images and of the mask; with ``image_format`` "raw"
+an image is its (height, width, 3) uint8 pixels, row-major (``decode_image`` reads every format). ``token_grid`` is
 (rows, cols) of the patch grid; ``token_fraction`` has rows * cols values in [0, 1]. ``mask``, the token fields,
 the captions and ``attributes`` (merged attributes as JSON) are null where the stage did not produce them and the
 build was told to include such samples."""
+
+
+def decode_image(data: bytes, image_format: str, height: int, width: int):
+    """A shard image as an (H, W, 3) uint8 numpy array, whatever its format."""
+    import io
+
+    import numpy as np
+
+    if image_format == "raw":
+        expected = height * width * 3
+        if len(data) != expected:
+            raise ValueError(f"a raw {height}x{width} image has {expected} bytes, got {len(data)}")
+        return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def decode_batch(table, modalities=("rgb", "nir", "tir")):
+    """A row group (pyarrow Table) -> ``{modality: (n, H, W, 3) uint8, "mask": (n, H, W) bool or None}``.
+
+    Rows of one batch share the stored size (``size: model``). Raw images and masks are read straight from the
+    Arrow buffers, with no per-row Python object; JPEG/PNG images are decoded one by one.
+    """
+    import numpy as np
+
+    heights = table.column("height").to_numpy()
+    widths = table.column("width").to_numpy()
+    n = table.num_rows
+    if n == 0:
+        raise ValueError("empty batch")
+    if (heights != heights[0]).any() or (widths != widths[0]).any():
+        raise ValueError("decode_batch needs rows of one stored size; decode_image reads mixed sizes")
+    h, w = int(heights[0]), int(widths[0])
+    formats = set(table.column("image_format").to_pylist())
+    out = {}
+    for modality in modalities:
+        column = table.column(modality).combine_chunks()
+        if formats == {"raw"}:
+            out[modality] = _fixed_width_view(column, h * w * 3).reshape(n, h, w, 3)
+        else:
+            out[modality] = np.stack(
+                [
+                    decode_image(data, fmt, h, w)
+                    for data, fmt in zip(column.to_pylist(), table.column("image_format").to_pylist(), strict=True)
+                ]
+            )
+    masks = table.column("mask").combine_chunks()
+    if masks.null_count == 0:
+        packed = _fixed_width_view(masks, (h * w + 7) // 8).reshape(n, -1)  # (n, bytes)
+        out["mask"] = np.unpackbits(packed, axis=1, count=h * w).reshape(n, h, w).astype(bool)
+    else:
+        out["mask"] = None
+    return out
+
+
+def _fixed_width_view(column, width: int):
+    """The values of a binary Arrow array whose every value has ``width`` bytes, as one uint8 array (no copy)."""
+    import numpy as np
+
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + len(column) + 1]
+    if not (np.diff(offsets) == width).all():
+        raise ValueError(f"values are not all {width} bytes long")
+    data = np.frombuffer(column.buffers()[2], dtype=np.uint8)
+    return data[offsets[0] : offsets[-1]]

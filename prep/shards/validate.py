@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from PIL import Image
 
 from reidprep.progress import track
 from reidschemas.maskcodec import decode_mask
-from reidschemas.shards import SHARD_SCHEMA, SHARD_SCHEMA_VERSION
+from reidschemas.shards import SHARD_SCHEMA, SHARD_SCHEMA_VERSION, decode_image
 
 INDEX_NAME = "dataset.json"
 
@@ -29,10 +27,9 @@ def _check_rows(path: Path) -> list[str]:
         for row in parquet.read_row_group(group).to_pylist():
             for modality in ("rgb", "nir", "tir"):
                 try:
-                    with Image.open(io.BytesIO(row[modality])) as image:
-                        image.load()
-                        if image.size != (row["width"], row["height"]):
-                            problems.append(f"{row['sample_id']}: {modality} is {image.size}, not the stored size")
+                    pixels = decode_image(row[modality], row["image_format"], row["height"], row["width"])
+                    if pixels.shape != (row["height"], row["width"], 3):
+                        problems.append(f"{row['sample_id']}: {modality} is {pixels.shape[:2]}, not the stored size")
                 except Exception as exc:  # any decoder error names the sample
                     problems.append(f"{row['sample_id']}: {modality} image does not decode ({exc})")
             if row["mask"] is not None:

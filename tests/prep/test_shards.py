@@ -128,3 +128,25 @@ def test_run_the_whole_pipeline_from_a_config(tmp_path):
     assert (row["height"], row["width"], row["token_grid"]) == (128, 256, [8, 16])
     again = _invoke("run", "--config", str(config))
     assert "already built" in again and "0 done" in again
+
+
+def test_raw_pixels_read_in_batches_match_the_jpeg_source(prepared, tmp_path):
+    from reidschemas.shards import decode_batch, decode_image
+
+    raw = build_shards(prepared, ShardsConfig(image_format="raw", row_group_rows=5), out_dir=tmp_path / "raw")
+    png = build_shards(prepared, ShardsConfig(image_format="png", row_group_rows=5), out_dir=tmp_path / "png")
+    assert validate_shards(tmp_path / "raw") == {}
+    raw_file = pq.ParquetFile(tmp_path / "raw" / raw.shards[0]["file"])
+    png_file = pq.ParquetFile(tmp_path / "png" / png.shards[0]["file"])
+    assert raw_file.metadata.row_group(0).column(raw_file.schema_arrow.get_field_index("rgb")).compression == "LZ4"
+    for group in range(raw_file.num_row_groups):
+        raw_table, png_table = raw_file.read_row_group(group), png_file.read_row_group(group)
+        batch = decode_batch(raw_table.slice(1))  # a sliced table exercises the buffer offsets
+        rows = png_table.slice(1).to_pylist()
+        assert batch["rgb"].shape == (len(rows), 256, 128, 3) and batch["mask"].shape == (len(rows), 256, 128)
+        for i, row in enumerate(rows):  # PNG is lossless: raw pixels equal decoded PNG pixels
+            for m in ("rgb", "nir", "tir"):
+                np.testing.assert_array_equal(batch[m][i], decode_image(row[m], "png", 256, 128))
+            np.testing.assert_array_equal(batch["mask"][i], decode_mask(row["mask"], 256, 128))
+    with pytest.raises(ValueError, match="raw 256x128 image has 98304 bytes"):
+        decode_image(b"short", "raw", 256, 128)
