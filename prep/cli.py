@@ -373,7 +373,7 @@ def captions(
 @app.command("build-shards")
 def build_shards_command(
     workdir: WorkdirOption = None,
-    image_format: Annotated[str | None, typer.Option(help="jpeg or png.")] = None,
+    image_format: Annotated[str | None, typer.Option(help="jpeg, png, or raw (fastest to read, 5x bytes).")] = None,
     size: Annotated[str | None, typer.Option(help="model (resize to the model input) or original.")] = None,
     missing: Annotated[str | None, typer.Option(help="A sample without mask or caption: exclude or null.")] = None,
     target_shard_mb: Annotated[float | None, typer.Option(help="Close a shard at this size (MB).")] = None,
