@@ -32,13 +32,13 @@ from reidprep.ledger import write_ledger
 from reidprep.manifest import read_manifest, sort_records
 from reidprep.masks.fusion import resize_mask
 from reidprep.progress import track
-from reidprep.shards.tokens import patch_grid, token_fractions, token_mask
 from reidprep.stage import current_run_dir, read_stage_table
 from reidprep.workdir import Workdir
 from reidschemas import MODALITIES, LedgerEntry, SampleRecord
 from reidschemas.config import ShardsConfig
 from reidschemas.maskcodec import decode_mask, encode_mask
 from reidschemas.shards import SHARD_SCHEMA, SHARD_SCHEMA_VERSION
+from reidschemas.tokens import patch_grid, token_fractions, token_mask
 
 STAGE = "shards"
 INDEX_NAME = "dataset.json"

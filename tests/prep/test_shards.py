@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from reidprep.cli import app
 from reidprep.index import run_index
 from reidprep.shards.build import build_shards
-from reidprep.shards.tokens import token_fractions
 from reidprep.shards.validate import validate_shards
 from reidprep.synth import generate_dataset
 from reidschemas.config import ShardsConfig
 from reidschemas.maskcodec import decode_mask
+from reidschemas.tokens import token_fractions
 
 runner = CliRunner()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reidprep.shards.tokens import patch_grid, token_fractions, token_mask
+from reidschemas.tokens import patch_grid, token_fractions, token_mask
 
 
 def _brute(mask: np.ndarray, patch: int, stride: int) -> np.ndarray:
