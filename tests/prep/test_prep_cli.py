@@ -31,7 +31,13 @@ def _tree(root: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("script", "commands"),
-    [("reidprep", ["synth", "index", "status"]), ("reidtrain", ["rank"])],
+    [
+        (
+            "reidprep",
+            ["synth", "index", "masks", "captions", "build-shards", "validate-shards", "run", "report", "status"],
+        ),
+        ("reidtrain", ["rank"]),
+    ],
 )
 def test_installed_scripts_list_every_command_and_print_a_version(script, commands):
     exe = shutil.which(script, path=str(BIN)) or shutil.which(script)
