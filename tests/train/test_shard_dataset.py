@@ -1,0 +1,178 @@
+"""``reidtrain.data.ShardDataset`` on a tiny shard set built by the real pipeline (synth, index, masks, shards)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from reidprep.cli import app
+from reidprep.index import run_index
+from reidprep.shards.build import build_shards
+from reidprep.synth import generate_dataset
+from reidschemas.config import ShardsConfig
+from reidschemas.shards import decode_image
+from reidtrain.data.sampler import PKSampler
+from reidtrain.data.shards import LabelMap, ShardDataset, ShardIndex
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """32 rows (train 16, query 8, gallery 8) in row groups of 5, with masks, without captions."""
+    tmp = tmp_path_factory.mktemp("shards")
+    generate_dataset(tmp / "data", kind="person", ids=6, images_per_id=4, seed=7)
+    workdir = tmp / "work"
+    run_index(workdir, "rgbnt201", tmp / "data")
+    result = CliRunner().invoke(app, ["masks", "--workdir", str(workdir), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return build_shards(workdir, ShardsConfig(missing="null", row_group_rows=5)).out_dir
+
+
+def _rows(shards: Path) -> list[dict]:
+    index = json.loads((shards / "dataset.json").read_text())
+    return [row for s in index["shards"] for row in pq.read_table(shards / s["file"]).to_pylist()]
+
+
+def test_index_lists_row_groups(shards: Path) -> None:
+    index = ShardIndex.load(shards)
+    info = json.loads((shards / "dataset.json").read_text())
+    assert index.rows_per_split == info["rows_per_split"]
+    assert [g.rows for g in index.row_groups] == [5, 5, 5, 5, 5, 5, 2]
+    assert sum(g.rows for g in index.row_groups) == info["rows"] == 32
+    for group in index.row_groups:
+        assert sum(group.split_counts.values()) == group.rows == len(group.splits)
+
+
+def test_lengths_per_split_match_dataset_json(shards: Path) -> None:
+    per_split = json.loads((shards / "dataset.json").read_text())["rows_per_split"]
+    assert set(per_split) == {"train", "query", "gallery"}
+    for split, rows in per_split.items():
+        assert len(ShardDataset(shards, split)) == rows
+    assert len(ShardDataset(shards, ("query", "gallery"))) == per_split["query"] + per_split["gallery"]
+
+
+def test_items_equal_the_parquet_rows(shards: Path) -> None:
+    rows = _rows(shards)
+    for split in ("train", "query", "gallery"):
+        expected = [r for r in rows if r["split"] == split]
+        dataset = ShardDataset(shards, split)
+        for i, row in enumerate(expected):
+            item = dataset[i]
+            h, w = row["height"], row["width"]
+            assert item["images"].shape == (3, h, w, 3) and item["images"].dtype == np.uint8
+            for m, name in enumerate(("rgb", "nir", "tir")):
+                np.testing.assert_array_equal(item["images"][m], decode_image(row[name], row["image_format"], h, w))
+            assert item["mask"].shape == (h, w) and item["mask"].dtype == bool
+            packed = np.frombuffer(row["mask"], dtype=np.uint8)
+            np.testing.assert_array_equal(item["mask"].ravel(), np.unpackbits(packed, count=h * w).astype(bool))
+            assert 0 < item["mask"].sum() < h * w
+            assert (item["pid"], item["camid"], item["sceneid"], item["sample_id"]) == (
+                row["pid"], row["camid"], row["sceneid"], row["sample_id"],
+            )  # fmt: skip
+            assert item["captions"] == {"rgb": None, "nir": None, "tir": None, "fused": None}
+            assert f"/{split}/" in item["sample_id"] or split in ("query", "gallery")
+        assert dataset[-1]["sample_id"] == expected[-1]["sample_id"]
+        with pytest.raises(IndexError):
+            dataset[len(dataset)]
+
+
+def test_query_and_gallery_hold_the_same_test_triplets(shards: Path) -> None:
+    query, gallery = ShardDataset(shards, "query", columns=()), ShardDataset(shards, "gallery", columns=())
+    assert query[0]["images"] is None and query[0]["mask"] is None
+    keys = {q["sample_id"].split("/")[-1] for q in query}  # RGBNT201: query = gallery = test/
+    assert keys == {g["sample_id"].split("/")[-1] for g in gallery}
+    train_pids = set(ShardDataset(shards, "train", columns=()).pids.tolist())
+    assert not train_pids & set(query.pids.tolist())
+
+
+def test_row_group_cache_avoids_rereads(shards: Path) -> None:
+    dataset = ShardDataset(shards, "train", cache_row_groups=2)
+    for i in range(len(dataset)):
+        dataset[i]
+    assert dataset.reads == 4  # train rows lie in 4 row groups; each read once in order
+    dataset[len(dataset) - 1]
+    assert dataset.reads == 4
+    dataset[0]  # evicted (LRU of 2)
+    assert dataset.reads == 5
+    # PK order touches each row group a few times only, not once per sample.
+    pk = ShardDataset(shards, "train", cache_row_groups=4)
+    for i in PKSampler(pk.pids, p=2, k=2, seed=0):
+        pk[i]
+    assert pk.reads == 4
+
+
+def test_label_map_is_contiguous(shards: Path) -> None:
+    train = ShardDataset(shards, "train", columns=())
+    labels = train.label_map()
+    assert isinstance(labels, LabelMap)
+    assert sorted(labels.pid_to_label) == sorted(set(train.pids.tolist()))
+    assert sorted(labels.pid_to_label.values()) == list(range(labels.num_classes))
+    assert list(labels.pid_to_label) == sorted(labels.pid_to_label)
+    all_cams = {int(c) for split in ("train", "query", "gallery") for c in ShardDataset(shards, split, ()).camids}
+    assert set(labels.camid_to_index) == all_cams
+    assert sorted(labels.camid_to_index.values()) == list(range(labels.num_cameras))
+    assert ShardDataset(shards, "query", columns=()).label_map() == labels
+
+
+def test_errors(shards: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"reidprep build-shards") as info:
+        ShardIndex.load(tmp_path)
+    assert str(tmp_path) in str(info.value)
+    copy = tmp_path / "copy"
+    shutil.copytree(shards, copy)
+    index = json.loads((copy / "dataset.json").read_text())
+    (copy / "dataset.json").write_text(json.dumps(index | {"schema_version": "999"}))
+    with pytest.raises(ValueError, match="schema version 999"):
+        ShardIndex.load(copy)
+    with pytest.raises(ValueError, match="unknown split"):
+        ShardDataset(shards, "val")
+    with pytest.raises(ValueError, match="unknown column"):
+        ShardDataset(shards, "train", columns=("pixels",))
+    with pytest.raises(ValueError, match="all of"):
+        ShardDataset(shards, "train", columns=("rgb",))
+
+
+def test_pickles_without_open_handles(shards: Path) -> None:
+    dataset = ShardDataset(shards, "train")
+    first = dataset[0]
+    clone = pickle.loads(pickle.dumps(dataset))
+    assert clone._files == {} and len(clone._cache) == 0
+    np.testing.assert_array_equal(clone[0]["images"], first["images"])
+
+
+def _collate(items: list[dict]) -> dict:
+    """Module level so that spawn/forkserver workers can unpickle it."""
+    import torch
+
+    return {
+        "images": torch.from_numpy(np.stack([it["images"] for it in items])),  # (B, 3, H, W, 3)
+        "pid": torch.tensor([it["pid"] for it in items]),
+    }
+
+
+def test_dataloader_with_workers(shards: Path) -> None:
+    torch = pytest.importorskip("torch")
+    import multiprocessing
+
+    try:
+        multiprocessing.get_context().Lock()
+    except (OSError, ImportError) as exc:  # pragma: no cover - sandboxes without semaphores
+        pytest.skip(f"multiprocessing unavailable: {exc}")
+    dataset = ShardDataset(shards, "train", columns=("rgb", "nir", "tir"))
+    sampler = PKSampler(dataset.pids, p=2, k=2, seed=1)
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, sampler=sampler, num_workers=2, collate_fn=_collate)
+    batches = list(loader)
+    assert len(batches) == len(sampler) // 4
+    expected = [dataset.pids[b].tolist() for b in sampler.batches()]
+    assert [b["pid"].tolist() for b in batches] == expected
+    assert batches[0]["images"].shape == (4, 3, 256, 128, 3)
+    by_batch = torch.utils.data.DataLoader(dataset, batch_sampler=sampler.batch_sampler(), num_workers=2,
+                                           collate_fn=_collate)  # fmt: skip
+    assert [b["pid"].tolist() for b in by_batch] == expected

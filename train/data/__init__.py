@@ -1,0 +1,1 @@
+"""Data loading for training: the shard dataset and the PK sampler."""

@@ -1,0 +1,267 @@
+"""Random access to the Parquet shards that ``reidprep build-shards`` writes (contract: ``reidschemas.shards``).
+
+A sample is addressed by (row group, row). The index of a split is built from the Parquet metadata and the
+``split`` column only; items are decoded from whole row groups kept in a small LRU cache, so sequential or PK
+access reads each row group once while it stays hot. Files are opened lazily in the process that reads them, so a
+dataset can be handed to DataLoader workers (no open handle is pickled).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from torch.utils.data import Dataset
+
+from reidschemas.shards import SHARD_SCHEMA, SHARD_SCHEMA_VERSION, decode_image
+
+__all__ = ["DEFAULT_COLUMNS", "INDEX_NAME", "LabelMap", "RowGroup", "ShardDataset", "ShardIndex"]
+
+INDEX_NAME = "dataset.json"
+MODALITIES = ("rgb", "nir", "tir")
+CAPTION_TARGETS = ("rgb", "nir", "tir", "fused")
+_KEY_COLUMNS = ("sample_id", "pid", "camid", "sceneid", "image_format", "height", "width")
+DEFAULT_COLUMNS: tuple[str, ...] = (*MODALITIES, "mask", *(f"caption_{t}" for t in CAPTION_TARGETS))
+"""Columns an item carries by default; the id and size columns are always read."""
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One Parquet row group: the unit of reading and caching."""
+
+    file: str  # shard file name, relative to the shards folder
+    row_group: int  # row group number inside the file
+    rows: int
+    split_counts: dict[str, int]
+    splits: tuple[str, ...] = field(repr=False)  # the split of every row, in row order
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """``dataset.json`` plus the row groups of every shard, in shard order."""
+
+    root: Path
+    info: dict[str, Any] = field(repr=False)  # dataset.json as written by build-shards
+    row_groups: tuple[RowGroup, ...]
+
+    @classmethod
+    def load(cls, shards_dir: Path) -> ShardIndex:
+        """Read ``dataset.json`` and each shard's metadata and ``split`` column (never the images).
+
+        Raises FileNotFoundError when the folder has no ``dataset.json``, ValueError on a schema version
+        mismatch or when a shard disagrees with the index (a stale or partial set).
+        """
+        root = Path(shards_dir)
+        path = root / INDEX_NAME
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no {INDEX_NAME} in {root}: not a shards folder, or its build did not finish; "
+                "write it with `reidprep build-shards`"
+            )
+        info = json.loads(path.read_text())
+        version = str(info.get("schema_version"))
+        if version != SHARD_SCHEMA_VERSION:
+            raise ValueError(
+                f"{path} has shard schema version {version}, this reader needs {SHARD_SCHEMA_VERSION}: "
+                "rebuild with `reidprep build-shards --force`"
+            )
+        groups: list[RowGroup] = []
+        for shard in info["shards"]:
+            file = root / shard["file"]
+            if not file.is_file():
+                raise FileNotFoundError(f"{file} is listed in {path} but missing: rebuild with `reidprep build-shards`")
+            parquet = pq.ParquetFile(file)
+            try:
+                metadata = parquet.schema_arrow.metadata or {}
+                file_version = metadata.get(b"reid.shard_schema_version", b"").decode()
+                if file_version != SHARD_SCHEMA_VERSION:
+                    raise ValueError(
+                        f"{file} has shard schema version {file_version!r}, expected {SHARD_SCHEMA_VERSION}"
+                    )
+                counts: Counter[str] = Counter()
+                for number in range(parquet.num_row_groups):
+                    splits = tuple(parquet.read_row_group(number, columns=["split"]).column("split").to_pylist())
+                    groups.append(RowGroup(shard["file"], number, len(splits), dict(Counter(splits)), splits))
+                    counts.update(splits)
+            finally:
+                parquet.close()
+            if sum(counts.values()) != shard["rows"] or dict(sorted(counts.items())) != shard["rows_per_split"]:
+                raise ValueError(f"{file} does not match {path} (rows or rows per split differ): rebuild the shards")
+        return cls(root, info, tuple(groups))
+
+    @property
+    def rows_per_split(self) -> dict[str, int]:
+        return dict(self.info["rows_per_split"])
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Contiguous labels for the classifier and the camera embedding."""
+
+    pid_to_label: dict[int, int]  # training pids, sorted, -> 0..n_ids-1
+    camid_to_index: dict[int, int]  # every camid of the shard set (all splits), sorted, -> 0..n_cams-1
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.pid_to_label)
+
+    @property
+    def num_cameras(self) -> int:
+        return len(self.camid_to_index)
+
+
+class ShardDataset(Dataset):
+    """The rows of one or more splits of a shard set, with random access.
+
+    An item is a dict: ``images`` (3, H, W, 3) uint8 in rgb, nir, tir order; ``mask`` (H, W) bool or None;
+    ``pid``, ``camid``, ``sceneid`` (int or None), ``sample_id``; ``captions`` {rgb, nir, tir, fused: str or None};
+    and any other requested column under its own name. Leaving the images, mask or captions out of ``columns``
+    makes the entry None (cheaper when only ids are needed). Items come in shard order.
+    """
+
+    def __init__(
+        self,
+        shards_dir: Path,
+        split: str | tuple[str, ...],
+        columns: Iterable[str] = DEFAULT_COLUMNS,
+        cache_row_groups: int = 4,
+        index: ShardIndex | None = None,
+    ) -> None:
+        self.index = index if index is not None else ShardIndex.load(shards_dir)
+        self.splits = (split,) if isinstance(split, str) else tuple(split)
+        known = set(self.index.rows_per_split)
+        unknown = [s for s in self.splits if s not in known]
+        if not self.splits or unknown:
+            raise ValueError(f"unknown split(s) {unknown or self.splits}; {self.index.root} has {sorted(known)}")
+        requested = list(dict.fromkeys(columns))
+        bad = [c for c in requested if c not in SHARD_SCHEMA.names]
+        if bad:
+            raise ValueError(f"unknown column(s) {bad}; the shard schema has {SHARD_SCHEMA.names}")
+        present = [m for m in MODALITIES if m in requested]
+        if present and len(present) != len(MODALITIES):
+            raise ValueError(f"columns must hold all of {MODALITIES} or none of them, got {present}")
+        self.columns = tuple(dict.fromkeys([*_KEY_COLUMNS, *requested]))
+        if cache_row_groups < 1:
+            raise ValueError(f"cache_row_groups must be >= 1, got {cache_row_groups}")
+        self.cache_row_groups = cache_row_groups
+        wanted = set(self.splits)
+        groups, rows = [], []
+        for number, group in enumerate(self.index.row_groups):
+            for row, name in enumerate(group.splits):
+                if name in wanted:
+                    groups.append(number)
+                    rows.append(row)
+        self._group = np.asarray(groups, dtype=np.int64)  # (N,) row group of each item
+        self._row = np.asarray(rows, dtype=np.int64)  # (N,) row inside it
+        self.reads = 0  # row groups read from disk by this process (cache misses)
+        self._reset()
+
+    # Per-process state: open files and the cache are never pickled, and are dropped after a fork.
+    def _reset(self) -> None:
+        self._owner = os.getpid()
+        self._files: dict[str, pq.ParquetFile] = {}
+        self._cache: OrderedDict[int, pa.Table] = OrderedDict()
+        self._columns_cache: dict[str, np.ndarray] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_files", "_cache", "_columns_cache"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def __len__(self) -> int:
+        return len(self._group)
+
+    def _file(self, name: str) -> pq.ParquetFile:
+        if self._owner != os.getpid():
+            self._reset()
+        if name not in self._files:
+            self._files[name] = pq.ParquetFile(self.index.root / name)
+        return self._files[name]
+
+    def _table(self, number: int) -> pa.Table:
+        """Row group ``number`` (global), read once while it stays among the ``cache_row_groups`` latest."""
+        if self._owner != os.getpid():
+            self._reset()
+        table = self._cache.get(number)
+        if table is not None:
+            self._cache.move_to_end(number)
+            return table
+        group = self.index.row_groups[number]
+        table = self._file(group.file).read_row_group(group.row_group, columns=list(self.columns))
+        self.reads += 1
+        self._cache[number] = table
+        while len(self._cache) > self.cache_row_groups:
+            self._cache.popitem(last=False)
+        return table
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} items")
+        table = self._table(int(self._group[i]))
+        row = int(self._row[i])
+        values = {name: table.column(name)[row].as_py() for name in self.columns}
+        h, w, fmt = values.pop("height"), values.pop("width"), values.pop("image_format")
+        images = None
+        if MODALITIES[0] in values:
+            images = np.stack([decode_image(values.pop(m), fmt, h, w) for m in MODALITIES])  # (3, H, W, 3)
+        mask = values.pop("mask", None)
+        if mask is not None:
+            packed = np.frombuffer(mask, dtype=np.uint8)
+            mask = np.unpackbits(packed, count=h * w).reshape(h, w).astype(bool)  # (H, W)
+        captions = {t: values.pop(f"caption_{t}", None) for t in CAPTION_TARGETS}
+        return {"images": images, "mask": mask, "captions": captions, **values}
+
+    def column(self, name: str) -> np.ndarray:
+        """A light column (not an image) for every item, in item order; read once per process."""
+        if name in MODALITIES or name == "mask":
+            raise ValueError(f"column() reads id columns, not {name!r}; use dataset[i]")
+        if name not in self._columns_cache:
+            full = self._full_column(name)
+            offsets = np.cumsum([0] + [g.rows for g in self.index.row_groups])[:-1]
+            self._columns_cache[name] = full[offsets[self._group] + self._row]
+        return self._columns_cache[name]
+
+    def _full_column(self, name: str) -> np.ndarray:
+        """``name`` for every row of the shard set, in shard order."""
+        parts = [
+            self._file(g.file).read_row_group(g.row_group, columns=[name]).column(name).to_numpy(zero_copy_only=False)
+            for g in self.index.row_groups
+        ]
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    @property
+    def pids(self) -> np.ndarray:
+        """(N,) int64 pid of every item, for ``PKSampler``."""
+        return self.column("pid").astype(np.int64)
+
+    @property
+    def camids(self) -> np.ndarray:
+        """(N,) int64 camid of every item."""
+        return self.column("camid").astype(np.int64)
+
+    def label_map(self, train_split: str = "train") -> LabelMap:
+        """pid -> label over the ``train_split`` rows of the shard set (sorted pids), camid -> index over all rows.
+
+        Both are computed on the whole shard set, whatever splits this dataset holds, so that a query dataset
+        maps cameras like the training one.
+        """
+        split = np.asarray([s for g in self.index.row_groups for s in g.splits])
+        pids = self._full_column("pid")
+        if not (split == train_split).any():
+            raise ValueError(f"{self.index.root} has no {train_split!r} rows to label")
+        train_pids = sorted({int(p) for p in pids[split == train_split]})
+        camids = sorted({int(c) for c in self._full_column("camid")})
+        return LabelMap({p: i for i, p in enumerate(train_pids)}, {c: i for i, c in enumerate(camids)})
