@@ -1,0 +1,244 @@
+"""Train and eval transforms for an aligned RGB/NIR/TIR triplet and its foreground mask.
+
+The recipe is the reference repos' (DeMo, MambaPro, TOP-ReID, IDEA): resize, horizontal flip 0.5, pad 10 + random
+crop, normalise, random erasing 0.5. Two choices are made explicit here:
+
+- Geometric transforms (resize, flip, pad + crop) are drawn ONCE per sample and applied identically to the three
+  modalities and to the mask (the mask with nearest-neighbour resizing), so the mask stays aligned with every modality.
+- Random erasing is photometric and drawn INDEPENDENTLY per modality (whether to erase, and where), as the reference
+  repos apply ``RandomErasing`` to each modality's tensor separately. It never changes the mask: the mask says where
+  the object is, not what is visible.
+
+The patch token mask (``reidschemas.tokens``) is recomputed from the augmented mask, so it matches the patches the
+ViT actually sees. All modalities go through each op as one (3, 3, H, W) batch; no PIL, no per-modality resize.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reidschemas.tokens import patch_grid, token_fractions, token_mask
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "AugmentedTriplet",
+    "EvalTransform",
+    "Geometry",
+    "TrainTransform",
+]
+
+# open_clip.constants.OPENAI_DATASET_MEAN / _STD (copied: importing open_clip here would cost seconds per worker).
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+
+class AugmentedTriplet(TypedDict):
+    """One transformed sample; every value is a tensor, so the default ``collate_fn`` stacks a batch of them."""
+
+    images: torch.Tensor  # (3 modalities, 3 channels, H', W') float32, normalised
+    mask: torch.Tensor  # (H', W') bool foreground, aligned with every modality
+    token_fraction: torch.Tensor  # (rows, cols) float32 foreground fraction under each patch
+    token_mask: torch.Tensor  # (rows, cols) bool, token_fraction >= threshold
+    has_mask: torch.Tensor  # () bool; False when no mask was given (mask, token_* are then all False / 0)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The geometric draw shared by the modalities and the mask: flip, then crop at (top, left) of the padded image."""
+
+    flip: bool
+    top: int  # in [0, 2 * pad]
+    left: int  # in [0, 2 * pad]
+
+
+def _check_input(images: np.ndarray, mask: np.ndarray | None) -> None:
+    if images.ndim != 4 or images.shape[0] != 3 or images.shape[3] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be (3, H, W, 3) uint8 (rgb, nir, tir); got {images.shape} {images.dtype}")
+    if mask is not None and mask.shape != images.shape[1:3]:
+        raise ValueError(f"mask shape {mask.shape} does not match images {images.shape[1:3]}")
+
+
+class _TripletTransform:
+    """What the train and eval transforms share: resize, normalisation and the token mask."""
+
+    def __init__(
+        self,
+        size: tuple[int, int],
+        patch: int,
+        stride: int,
+        token_threshold: float,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError("mean and std need 3 values each, std > 0")
+        self.size = (int(size[0]), int(size[1]))  # (H', W')
+        self.grid = patch_grid(*self.size, patch, stride)  # (rows, cols); raises when the patch does not fit
+        self.patch, self.stride, self.token_threshold = patch, stride, token_threshold
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)  # (1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def _to_tensors(self, images: np.ndarray, mask: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (3, H, W, 3) + mask -> float (3, 3, H', W') in [0, 1] and bool (H', W'), resized to ``size``."""
+        _check_input(images, mask)
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)  # (3, 3, H, W)
+        m = torch.zeros(images.shape[1:3], dtype=torch.bool) if mask is None else torch.from_numpy(mask.astype(bool))
+        if tuple(x.shape[-2:]) != self.size:
+            # Bilinear with antialiasing (torchvision's Resize on tensors); nearest-exact keeps the mask binary
+            # and, unlike legacy "nearest", samples pixel centres, so it agrees with the image's geometry.
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+            m = F.interpolate(m[None, None].float(), size=self.size, mode="nearest-exact")[0, 0].bool()
+        return x, m  # (3, 3, H', W'), (H', W')
+
+    def _finish(self, x: torch.Tensor, m: torch.Tensor, has_mask: bool) -> AugmentedTriplet:
+        """Normalise a [0, 1] triplet and derive the token mask from the (augmented) mask."""
+        images = (x - self.mean) / self.std  # (3, 3, H', W')
+        if has_mask:
+            fractions = token_fractions(m.numpy(), self.patch, self.stride)  # (rows, cols)
+        else:
+            fractions = np.zeros(self.grid, dtype=np.float32)
+        return AugmentedTriplet(
+            images=images,
+            mask=m,
+            token_fraction=torch.from_numpy(fractions),
+            token_mask=torch.from_numpy(token_mask(fractions, self.token_threshold)),
+            has_mask=torch.tensor(has_mask),
+        )
+
+
+class EvalTransform(_TripletTransform):
+    """Resize + normalise; the token mask comes from the resized mask. Deterministic."""
+
+    def __init__(
+        self,
+        size: tuple[int, int] = (256, 128),
+        patch: int = 16,
+        stride: int = 16,
+        token_threshold: float = 0.5,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+    ) -> None:
+        super().__init__(size, patch, stride, token_threshold, mean, std)
+
+    def __call__(self, images: np.ndarray, mask: np.ndarray | None = None) -> AugmentedTriplet:
+        """(3, H, W, 3) uint8 (rgb, nir, tir) + optional (H, W) bool mask -> :class:`AugmentedTriplet`."""
+        x, m = self._to_tensors(images, mask)
+        return self._finish(x, m, mask is not None)
+
+
+class TrainTransform(_TripletTransform):
+    """Resize, flip, pad + random crop (shared), normalise, random erasing (per modality).
+
+    Randomness comes from ``generator`` (or ``seed``) given to :meth:`__call__`; with neither, from torch's global
+    RNG, which DataLoader seeds differently in every worker. Geometry is drawn before erasing, so the same seed gives
+    the same geometry whatever ``erase_p`` is.
+
+    Erasing follows ``torchvision.transforms.RandomErasing`` (same scale, ratio and 10-attempt rectangle search) on the
+    normalised tensor, all channels of one modality; ``erase_value`` 0.0 fills with the dataset mean, ``"random"``
+    with standard normal noise (timm's ``mode="pixel"``).
+    """
+
+    def __init__(
+        self,
+        size: tuple[int, int] = (256, 128),
+        flip_p: float = 0.5,
+        pad: int = 10,
+        erase_p: float = 0.5,
+        erase_scale: tuple[float, float] = (0.02, 0.33),
+        erase_ratio: tuple[float, float] = (0.3, 3.3),
+        erase_value: float | str = 0.0,
+        patch: int = 16,
+        stride: int = 16,
+        token_threshold: float = 0.5,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+    ) -> None:
+        super().__init__(size, patch, stride, token_threshold, mean, std)
+        if pad < 0 or not 0 <= flip_p <= 1 or not 0 <= erase_p <= 1:
+            raise ValueError("need pad >= 0 and probabilities in [0, 1]")
+        if isinstance(erase_value, str) and erase_value != "random":
+            raise ValueError(f"erase_value is a float or 'random', not {erase_value!r}")
+        self.flip_p, self.pad, self.erase_p = flip_p, pad, erase_p
+        self.erase_scale, self.erase_ratio, self.erase_value = erase_scale, erase_ratio, erase_value
+
+    def sample_geometry(self, generator: torch.Generator | None = None) -> Geometry:
+        """Draw the shared flip and crop offsets (3 draws from ``generator``)."""
+        flip = bool(torch.rand((), generator=generator) < self.flip_p)
+        top = int(torch.randint(0, 2 * self.pad + 1, (), generator=generator))
+        left = int(torch.randint(0, 2 * self.pad + 1, (), generator=generator))
+        return Geometry(flip, top, left)
+
+    def apply_geometry(self, x: torch.Tensor, m: torch.Tensor, geometry: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flip and pad + crop (3, 3, H, W) images (padded with 0 = black) and the (H, W) mask (padded with False)."""
+        if geometry.flip:
+            x, m = x.flip(-1), m.flip(-1)
+        if self.pad:
+            h, w = m.shape
+            p = self.pad
+            x = F.pad(x, (p, p, p, p))[..., geometry.top : geometry.top + h, geometry.left : geometry.left + w]
+            m = F.pad(m, (p, p, p, p))[geometry.top : geometry.top + h, geometry.left : geometry.left + w]
+        return x.contiguous(), m.contiguous()
+
+    def _erase_box(
+        self, height: int, width: int, generator: torch.Generator | None
+    ) -> tuple[int, int, int, int] | None:
+        """torchvision ``RandomErasing.get_params``: (top, left, h, w) of the box, or None after 10 failed tries."""
+        area = height * width
+        log_ratio = torch.log(torch.tensor(self.erase_ratio))
+        for _ in range(10):
+            erase_area = area * float(torch.empty(()).uniform_(*self.erase_scale, generator=generator))
+            aspect = math.exp(
+                float(torch.empty(()).uniform_(float(log_ratio[0]), float(log_ratio[1]), generator=generator))
+            )
+            h = round(math.sqrt(erase_area * aspect))
+            w = round(math.sqrt(erase_area / aspect))
+            if not (h < height and w < width):
+                continue
+            top = int(torch.randint(0, height - h + 1, (), generator=generator))
+            left = int(torch.randint(0, width - w + 1, (), generator=generator))
+            return top, left, h, w
+        return None
+
+    def erase(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random erasing on normalised (3, 3, H, W) images, drawn independently for each modality (in place)."""
+        height, width = images.shape[-2:]
+        for modality in range(images.shape[0]):
+            if not torch.rand((), generator=generator) < self.erase_p:
+                continue
+            box = self._erase_box(height, width, generator)
+            if box is None:
+                continue
+            top, left, h, w = box
+            region = images[modality, :, top : top + h, left : left + w]  # (3, h, w) view
+            if self.erase_value == "random":
+                region.copy_(torch.randn(region.shape, generator=generator))
+            else:
+                region.fill_(float(self.erase_value))
+        return images
+
+    def __call__(
+        self,
+        images: np.ndarray,
+        mask: np.ndarray | None = None,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+    ) -> AugmentedTriplet:
+        """(3, H, W, 3) uint8 (rgb, nir, tir) + optional (H, W) bool mask -> :class:`AugmentedTriplet`.
+
+        ``seed`` (when given, and no ``generator``) seeds a fresh generator for this call.
+        """
+        if generator is None and seed is not None:
+            generator = torch.Generator().manual_seed(seed)
+        x, m = self._to_tensors(images, mask)  # (3, 3, H', W'), (H', W')
+        x, m = self.apply_geometry(x, m, self.sample_geometry(generator))
+        out = self._finish(x, m, mask is not None)
+        self.erase(out["images"], generator)  # after the token mask: erasing never touches the mask
+        return out
