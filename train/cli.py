@@ -71,5 +71,106 @@ def rank(
     )
 
 
+def _fail(message: object) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _parse_overrides(items: list[str]) -> dict[str, object]:
+    import yaml
+
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE (YAML value, dotted key for nesting), got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+@app.command()
+def fit(
+    shards: Annotated[Path, typer.Option(help="Shards folder written by `reidprep build-shards`.")],
+    output: Annotated[Path, typer.Option(help="Run folder (config.json, metrics.jsonl, last.pt, best.pt).")],
+    model: Annotated[str, typer.Option(help="Registered model name.")] = "baseline",
+    backbone: Annotated[str, typer.Option(help="CLIP backbone: ViT-B-16, ViT-B-16-quickgelu, tiny, ...")] = "ViT-B-16",
+    weights: Annotated[Path | None, typer.Option(help="Local CLIP weights file.")] = None,
+    random_init: Annotated[bool, typer.Option(help="Start from random weights (no --weights).")] = False,
+    recipe: Annotated[str, typer.Option(help="Recipe name (data/recipes/NAME.yaml).")] = "baseline-tiny-demo",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe key: KEY=VALUE (e.g. image_size=[64,32]).")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Stop after this epoch (default: the recipe's epochs, the schedule length).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda (bf16 autocast on cuda).")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed of model init, PK order and augmentation.")] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    resume: Annotated[
+        bool, typer.Option(help="Require continuing from OUTPUT/last.pt (done anyway when present).")
+    ] = False,
+    progress: Annotated[bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")] = None,
+) -> None:
+    """Train a model on the train split, evaluating on query/gallery after every epoch; resumes from OUTPUT/last.pt."""
+    from reidtrain.trainer import FitOptions
+    from reidtrain.trainer import fit as run_fit
+
+    if weights is not None and random_init:
+        raise _fail("--weights and --random-init exclude each other")
+    try:
+        options = FitOptions(
+            shards=shards,
+            output=output,
+            recipe=recipe,
+            overrides=_parse_overrides(set_ or []),
+            model=model,
+            backbone=backbone,
+            weights=weights,
+            random_init=random_init,
+            epochs=epochs,
+            seed=seed,
+            device=device,
+            num_workers=workers,
+            resume=resume,
+            progress=progress,
+        )
+        summary = run_fit(options, echo=lambda line: out.print(line, highlight=False, soft_wrap=True))
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(exc) from None
+    out.print(str(summary), highlight=False)
+
+
+@app.command("eval")
+def eval_(
+    run: Annotated[Path, typer.Option(help="Run folder written by `reidtrain fit`.")],
+    checkpoint: Annotated[str, typer.Option(help="last, best, or a checkpoint file.")] = "last",
+    missing: Annotated[str, typer.Option(help="Modalities to zero at test time, comma-separated (e.g. rgb,nir).")] = "",
+    shards: Annotated[Path | None, typer.Option(help="Shards folder (default: the run's).")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+) -> None:
+    """Evaluate a run's checkpoint on query/gallery; prints mAP, R1, R5, R10, mINP and writes RUN/eval.json."""
+    import json
+
+    import torch
+
+    from reidtrain.evaluate import evaluate, load_run_model
+
+    absent = tuple(m.strip() for m in missing.split(",") if m.strip())
+    try:
+        model, config, state = load_run_model(run, checkpoint)
+        shards_dir = shards if shards is not None else Path(config["shards"])
+        if not shards_dir.is_dir():
+            raise FileNotFoundError(f"shards folder {shards_dir} does not exist")
+        dev = torch.device(device)
+        result = evaluate(model.to(dev), shards_dir, tuple(config["recipe"]["image_size"]), dev, absent, workers)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(exc) from None
+    record = {"checkpoint": checkpoint, "epoch": state.get("epoch"), "missing": list(absent), **result.to_dict()}
+    (run / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+    what = f"missing {','.join(absent)}" if absent else "all modalities"
+    out.print(f"{checkpoint} (epoch {record['epoch']}, {what}): {result}", highlight=False)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,114 @@
+"""``reidtrain fit`` / ``reidtrain eval`` end to end on a tiny shard set (tiny random CLIP, CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from reidprep.index import run_index
+from reidprep.shards.build import build_shards
+from reidprep.synth import generate_dataset
+from reidschemas.config import ShardsConfig
+from reidtrain.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("trainer")
+    generate_dataset(tmp / "data", kind="person", ids=8, images_per_id=4, seed=0)
+    workdir = tmp / "work"
+    run_index(workdir, "rgbnt201", tmp / "data")
+    return build_shards(workdir, ShardsConfig(missing="null")).out_dir
+
+
+def _fit(shards: Path, output: Path, *extra: str) -> str:
+    args = ["fit", "--shards", str(shards), "--output", str(output), "--model", "baseline", "--backbone", "tiny"]
+    args += ["--random-init", "--recipe", "baseline-tiny-demo", "--seed", "3", "--no-progress", *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def two_epochs(shards: Path, tmp_path_factory) -> tuple[Path, str]:
+    run = tmp_path_factory.mktemp("runs") / "straight"
+    return run, _fit(shards, run, "--epochs", "2")
+
+
+def test_fit_writes_metrics_checkpoints_and_config(two_epochs: tuple[Path, str], shards: Path) -> None:
+    run, output = two_epochs
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2]
+    for line in lines:
+        assert math.isfinite(line["loss"]) and math.isfinite(line["loss_id"]) and math.isfinite(line["loss_triplet"])
+        assert 0.0 <= line["mAP"] <= 1.0 and 0.0 <= line["mINP"] <= 1.0 and 0.0 <= line["R1"] <= line["R10"] <= 1.0
+        assert line["rule"] == "camera" and line["lr"] > 0 and line["seconds"] > 0
+    assert (run / "last.pt").is_file() and (run / "best.pt").is_file()
+    assert not list(run.glob("*.tmp"))
+    config = json.loads((run / "config.json").read_text())
+    assert config["backbone"] == "tiny" and config["epochs"] == 2 and config["recipe"]["image_size"] == [64, 32]
+    assert config["shards"] == str(shards.resolve())
+    best = max(lines, key=lambda line: line["mAP"])
+    assert torch.load(run / "best.pt", weights_only=True)["epoch"] == best["epoch"]
+    final = output.strip().splitlines()[-1]
+    assert final.startswith("last epoch 2: test mAP") and "best epoch" in final
+
+
+def test_resume_equals_an_uninterrupted_run(two_epochs: tuple[Path, str], shards: Path, tmp_path: Path) -> None:
+    straight, _ = two_epochs
+    run = tmp_path / "pieces"
+    _fit(shards, run, "--epochs", "1")
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    output = _fit(shards, run, "--epochs", "2", "--resume")
+    assert "resuming" in output
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(run / "last.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    first = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    second = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["loss"] for line in first] == [line["loss"] for line in second]
+    assert [line["mAP"] for line in first] == [line["mAP"] for line in second]
+
+
+def test_a_run_folder_of_another_config_is_refused(two_epochs: tuple[Path, str], shards: Path) -> None:
+    run, _ = two_epochs
+    args = ["fit", "--shards", str(shards), "--output", str(run), "--backbone", "tiny", "--random-init"]
+    result = runner.invoke(app, [*args, "--seed", "4", "--epochs", "2"])
+    assert result.exit_code == 2 and "different configuration" in result.output and "seed" in result.output
+
+
+def test_eval_with_and_without_missing_modalities(two_epochs: tuple[Path, str]) -> None:
+    run, _ = two_epochs
+    result = runner.invoke(app, ["eval", "--run", str(run), "--checkpoint", "last"])
+    assert result.exit_code == 0, result.output
+    full = json.loads((run / "eval.json").read_text())
+    assert full["missing"] == [] and full["epoch"] == 2 and full["rule"] == "camera"
+    last_line = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert full["mAP"] == pytest.approx(last_line["mAP"])
+    result = runner.invoke(app, ["eval", "--run", str(run), "--checkpoint", "best", "--missing", "rgb"])
+    assert result.exit_code == 0, result.output
+    assert "missing rgb" in result.output
+    result = runner.invoke(app, ["eval", "--run", str(run), "--missing", "rgb,nir"])
+    assert result.exit_code == 0, result.output
+    partial = json.loads((run / "eval.json").read_text())
+    assert partial["missing"] == ["rgb", "nir"]
+    assert (partial["mAP"], partial["mINP"], partial["R1"]) != (full["mAP"], full["mINP"], full["R1"])
+
+
+def test_missing_shards_folder_is_a_clear_error(tmp_path: Path) -> None:
+    args = ["fit", "--shards", str(tmp_path / "nope"), "--output", str(tmp_path / "run"), "--backbone", "tiny"]
+    result = runner.invoke(app, [*args, "--random-init"])
+    assert result.exit_code == 2
+    assert "shards folder" in result.output and "does not exist" in result.output
+    result = runner.invoke(app, ["eval", "--run", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "not a run folder" in result.output

@@ -1,0 +1,159 @@
+"""Retrieval evaluation on a shard set's query and gallery splits, and loading a trained run back for it.
+
+Features are the model's eval-mode ``retrieval`` output, L2-normalised; the distance is the squared Euclidean
+distance between unit vectors (``2 - 2 cos``). The removal rule is MSVR310's scene rule when every query and gallery
+row has a ``sceneid``, else the usual camera rule; the result says which one was used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from reidtrain.data.augment import EvalTransform
+from reidtrain.data.shards import LabelMap, ShardDataset
+from reidtrain.metrics import evaluate_rank
+from reidtrain.models import create_model
+
+__all__ = ["EvalResult", "evaluate", "extract_features", "load_run_model", "resolve_checkpoint"]
+
+MODALITY_COLUMNS = ("rgb", "nir", "tir")
+
+
+class EvalItems(Dataset):
+    """Query or gallery rows as tensors: images (3, 3, H, W), camera index (SIE), raw pid, camid, sceneid (-1: none)."""
+
+    def __init__(self, dataset: ShardDataset, transform: EvalTransform, labels: LabelMap) -> None:
+        self.dataset, self.transform, self.labels = dataset, transform, labels
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.dataset[i]
+        scene = item["sceneid"]
+        return {
+            "images": self.transform(item["images"])["images"],
+            "cam_index": self.labels.camid_to_index[int(item["camid"])],
+            "pid": int(item["pid"]),
+            "camid": int(item["camid"]),
+            "sceneid": -1 if scene is None else int(scene),
+        }
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    items: EvalItems,
+    device: torch.device,
+    missing: Sequence[str] = (),
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> dict[str, np.ndarray]:
+    """``feats`` (N, D) float32 L2-normalised, and ``pids``, ``camids``, ``sceneids`` (N,) int64."""
+    model.eval()
+    loader = DataLoader(items, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    feats, pids, camids, scenes = [], [], [], []
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    for batch in loader:
+        with autocast:
+            out = model(batch["images"].to(device), camids=batch["cam_index"].to(device), missing=tuple(missing))
+        feats.append(nn.functional.normalize(out["retrieval"].float(), dim=1).cpu())  # (B, D)
+        pids.append(batch["pid"])
+        camids.append(batch["camid"])
+        scenes.append(batch["sceneid"])
+    cat = lambda parts: torch.cat(parts).numpy()  # noqa: E731
+    return {"feats": cat(feats), "pids": cat(pids), "camids": cat(camids), "sceneids": cat(scenes)}
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Retrieval metrics (fractions in [0, 1]) and the removal rule used."""
+
+    mAP: float
+    R1: float
+    R5: float
+    R10: float
+    mINP: float
+    rule: str  # "scene" (MSVR310: same id and scene removed) or "camera" (same id and camera removed)
+    num_query: int
+    num_gallery: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __str__(self) -> str:
+        return (
+            f"mAP {100 * self.mAP:.2f}  R1 {100 * self.R1:.2f}  R5 {100 * self.R5:.2f}  R10 {100 * self.R10:.2f}  "
+            f"mINP {100 * self.mINP:.2f}  ({self.rule} rule, {self.num_query} queries, {self.num_gallery} gallery)"
+        )
+
+
+def evaluate(
+    model: nn.Module,
+    shards_dir: Path,
+    image_size: tuple[int, int],
+    device: torch.device,
+    missing: Sequence[str] = (),
+    num_workers: int = 0,
+    labels: LabelMap | None = None,
+) -> EvalResult:
+    """Rank the gallery for every query of ``shards_dir`` with ``model`` (left in eval mode)."""
+    query = ShardDataset(shards_dir, "query", columns=MODALITY_COLUMNS)
+    gallery = ShardDataset(shards_dir, "gallery", columns=MODALITY_COLUMNS, index=query.index)
+    labels = labels if labels is not None else query.label_map()
+    transform = EvalTransform(size=tuple(image_size))
+    q = extract_features(model, EvalItems(query, transform, labels), device, missing, num_workers=num_workers)
+    g = extract_features(model, EvalItems(gallery, transform, labels), device, missing, num_workers=num_workers)
+    qf, gf = torch.from_numpy(q["feats"]).double(), torch.from_numpy(g["feats"]).double()
+    distmat = (2.0 - 2.0 * qf @ gf.T).clamp_(min=0.0).numpy()  # (n_q, n_g) squared distance of unit vectors
+    use_scenes = bool((q["sceneids"] >= 0).all() and (g["sceneids"] >= 0).all())
+    scenes = {"q_sceneids": q["sceneids"], "g_sceneids": g["sceneids"]} if use_scenes else {}
+    result = evaluate_rank(distmat, q["pids"], g["pids"], q["camids"], g["camids"], max_rank=50, **scenes)
+    return EvalResult(
+        mAP=float(result.mAP),
+        R1=result.rank(1),
+        R5=result.rank(5),
+        R10=result.rank(10),
+        mINP=float(result.mINP),
+        rule="scene" if use_scenes else "camera",
+        num_query=len(query),
+        num_gallery=len(gallery),
+    )
+
+
+def resolve_checkpoint(run: Path, checkpoint: str) -> Path:
+    """``last`` / ``best`` -> ``run/last.pt`` / ``run/best.pt``; anything else is a file path."""
+    path = run / f"{checkpoint}.pt" if checkpoint in ("last", "best") else Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return path
+
+
+def load_run_model(run: Path, checkpoint: str = "last") -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """(model with the checkpoint's weights, the run's config.json, the checkpoint) for a run folder of ``fit``."""
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} does not exist: {run} is not a run folder written by `reidtrain fit`")
+    config = json.loads(config_path.read_text())
+    path = resolve_checkpoint(run, checkpoint)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = create_model(
+        config["model"],
+        num_classes=config["num_classes"],
+        num_cameras=config["num_cameras"],
+        backbone=config["backbone"],
+        image_size=tuple(config["recipe"]["image_size"]),
+        weights=None,
+        require_pretrained=False,  # the checkpoint holds every weight
+    )
+    model.load_state_dict(state["model"])
+    return model, config, state

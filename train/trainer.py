@@ -1,0 +1,373 @@
+"""A thin trainer: PK batches -> model -> ReIDObjective, per-epoch evaluation, metrics to a file, auto-resume.
+
+A run folder holds::
+
+    config.json     the resolved configuration (recipe + options); a rerun must match it to resume
+    metrics.jsonl   one JSON line per finished epoch (loss terms, lr, mAP, R1, R5, R10, mINP, seconds)
+    last.pt         everything needed to continue exactly: model, optimizer, scheduler, sampler epoch, RNG states
+    best.pt         the model of the epoch with the best test mAP so far
+
+Determinism: everything random is seeded from ``seed`` (model init, PK order via ``PKSampler(seed)``, augmentation
+via torch's global RNG, DataLoader worker seeds drawn from it too). ``last.pt`` stores the RNG states at the end of
+an epoch, so a run stopped after epoch e and resumed gives the same weights as one that never stopped (on CPU).
+
+The schedule always spans ``recipe.epochs``; ``epochs`` (``--epochs``) is where this invocation stops, so a run can be
+trained in several pieces without changing its learning rates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from reidtrain.data.augment import TrainTransform
+from reidtrain.data.sampler import PKSampler
+from reidtrain.data.shards import LabelMap, ShardDataset
+from reidtrain.evaluate import MODALITY_COLUMNS, evaluate
+from reidtrain.losses import ReIDObjective
+from reidtrain.models import create_model
+from reidtrain.optim import WarmupCosine, make_optimizer, param_groups
+from reidtrain.recipes import TrainRecipe, load_recipe, parse_recipe
+
+__all__ = ["FitOptions", "FitSummary", "RunMismatchError", "fit", "resolve_config"]
+
+log = logging.getLogger(__name__)
+
+LAST, BEST, CONFIG, METRICS = "last.pt", "best.pt", "config.json", "metrics.jsonl"
+# Options that may change between the pieces of one run without changing its result.
+_NOT_COMPARED = ("output", "epochs", "device", "num_workers", "progress")
+
+
+class RunMismatchError(ValueError):
+    """The run folder holds a checkpoint of a different configuration."""
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """What ``reidtrain fit`` takes; the recipe supplies everything else."""
+
+    shards: Path  # shards folder written by `reidprep build-shards`
+    output: Path  # run folder
+    recipe: str = "baseline-tiny-demo"  # recipe name (data/recipes/<name>.yaml)
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # recipe keys to replace, dotted for nesting
+    model: str = "baseline"  # registered model name
+    backbone: str = "ViT-B-16"  # CLIP backbone name
+    weights: Path | None = None  # local CLIP weights file
+    random_init: bool = False  # allow starting without weights
+    epochs: int | None = None  # stop after this epoch (1-based count); None: recipe.epochs
+    seed: int = 0
+    device: str = "cpu"
+    num_workers: int = 0
+    resume: bool = False  # require resuming from output/last.pt
+    progress: bool | None = None  # progress bar; None: only when stderr is a terminal
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """Where a run ended: the last epoch's and the best epoch's test mAP."""
+
+    last_epoch: int
+    last_map: float
+    best_epoch: int
+    best_map: float
+    resumed_from: int  # completed epochs found in last.pt (0: fresh start)
+
+    def __str__(self) -> str:
+        return (
+            f"last epoch {self.last_epoch}: test mAP {100 * self.last_map:.2f} | "
+            f"best epoch {self.best_epoch}: test mAP {100 * self.best_map:.2f}"
+        )
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    raw = json.loads(json.dumps(raw))  # deep copy
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return raw
+
+
+def resolve_config(options: FitOptions, labels: LabelMap) -> tuple[dict[str, Any], TrainRecipe]:
+    """The run's config.json content and its validated recipe."""
+    base = load_recipe(options.recipe)
+    recipe = parse_recipe(_apply_overrides(base.model_dump(mode="json"), options.overrides), options.recipe)
+    epochs = recipe.epochs if options.epochs is None else options.epochs
+    if not 1 <= epochs <= recipe.epochs:
+        raise ValueError(
+            f"--epochs {epochs} must be in [1, {recipe.epochs}] (the recipe's schedule length); "
+            "train longer with `--set epochs=N`"
+        )
+    config = {
+        "shards": str(Path(options.shards).resolve()),
+        "output": str(Path(options.output).resolve()),
+        "recipe_name": options.recipe,
+        "overrides": dict(options.overrides),
+        "recipe": recipe.model_dump(mode="json"),
+        "model": options.model,
+        "backbone": options.backbone,
+        "weights": None if options.weights is None else str(Path(options.weights).resolve()),
+        "random_init": options.random_init,
+        "seed": options.seed,
+        "epochs": epochs,
+        "device": options.device,
+        "num_workers": options.num_workers,
+        "num_classes": labels.num_classes,
+        "num_cameras": labels.num_cameras,
+    }
+    return config, recipe
+
+
+def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    keys = sorted((set(old) | set(new)) - set(_NOT_COMPARED))
+    return [k for k in keys if old.get(k) != new.get(k)]
+
+
+class TrainItems(Dataset):
+    """Training rows as tensors: augmented images (3, 3, H, W), class label, camera index."""
+
+    def __init__(self, dataset: ShardDataset, transform: TrainTransform, labels: LabelMap) -> None:
+        self.dataset, self.transform, self.labels = dataset, transform, labels
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.dataset[i]
+        return {
+            "images": self.transform(item["images"])["images"],  # torch's global RNG: seeded, saved, restored
+            "label": self.labels.pid_to_label[int(item["pid"])],
+            "cam_index": self.labels.camid_to_index[int(item["camid"])],
+        }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_states() -> dict[str, Any]:
+    """Python, numpy and torch (CPU, CUDA) RNG states, in types ``torch.load(weights_only=True)`` reads."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "python": [version, list(internal), gauss_next],
+        "numpy": [kind, key.tolist(), int(pos), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, key, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _progress(total: int, desc: str, enabled: bool | None) -> Any:
+    from tqdm.auto import tqdm
+
+    disable = not sys.stderr.isatty() if enabled is None else not enabled
+    return tqdm(total=total, desc=desc, unit="batch", disable=disable, leave=False, dynamic_ncols=True)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    objective: ReIDObjective,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    desc: str = "train",
+    progress: bool | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean total loss and the mean of each term."""
+    model.train()
+    sums: dict[str, float] = {}
+    batches, samples, start = 0, 0, time.perf_counter()
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    lr = max(group["lr"] for group in optimizer.param_groups)
+    with _progress(len(loader), desc, progress) as bar:
+        for batch in loader:
+            images = batch["images"].to(device, non_blocking=True)  # (B, 3, 3, H, W)
+            labels = batch["label"].to(device, non_blocking=True)  # (B,)
+            with autocast:
+                outputs = model(images, camids=batch["cam_index"].to(device, non_blocking=True))
+                outputs = {k: v.float() for k, v in outputs.items()}
+                loss, terms = objective(outputs, labels)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: loss is {float(loss)} at batch {batches}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in {"loss": float(loss.detach()), **{f"loss_{k}": v for k, v in terms.items()}}.items():
+                sums[name] = sums.get(name, 0.0) + value
+            batches += 1
+            samples += len(labels)
+            rate = samples / max(time.perf_counter() - start, 1e-9)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}", refresh=False)
+            bar.update()
+    if batches == 0:
+        raise ValueError("the training loader gave no batch")
+    return {name: value / batches for name, value in sums.items()}
+
+
+def _truncate_metrics(path: Path, completed: int) -> None:
+    """Drop metrics lines of epochs after ``completed`` (written before a crash, not in last.pt)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line)["epoch"] <= completed]
+    if len(kept) != len(lines):
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+def fit(options: FitOptions, echo: Callable[[str], None] = print) -> FitSummary:
+    """Train (or continue) the run ``options.output``; see the module docstring."""
+    shards = Path(options.shards)
+    if not shards.is_dir():
+        raise FileNotFoundError(f"shards folder {shards} does not exist; write it with `reidprep build-shards`")
+    device = torch.device(options.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but CUDA is not available")
+    train_set = ShardDataset(shards, "train", columns=MODALITY_COLUMNS)
+    labels = train_set.label_map()
+    config, recipe = resolve_config(options, labels)
+    run = Path(options.output)
+    last_path = run / LAST
+
+    start_epoch = 0
+    state: dict[str, Any] | None = None
+    if last_path.is_file():
+        saved = json.loads((run / CONFIG).read_text()) if (run / CONFIG).is_file() else {}
+        diff = _config_diff(saved, config)
+        if diff:
+            raise RunMismatchError(
+                f"{run} holds a checkpoint of a different configuration (differs in: {', '.join(diff)}); "
+                "use another --output, or delete the run folder"
+            )
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        start_epoch = int(state["epoch"])
+        echo(f"resuming {run} after epoch {start_epoch}")
+    elif options.resume:
+        raise FileNotFoundError(f"--resume: {last_path} does not exist")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+    seed_everything(options.seed)
+    model = create_model(
+        options.model,
+        num_classes=labels.num_classes,
+        num_cameras=labels.num_cameras,
+        backbone=options.backbone,
+        image_size=tuple(recipe.image_size),
+        weights=options.weights,
+        require_pretrained=not options.random_init,
+    ).to(device)
+    objective = ReIDObjective(labels.num_classes, recipe.loss_weights, recipe.label_smoothing, recipe.triplet_margin)
+    prefixes = [name for name in ("backbone", "encoder") if isinstance(getattr(model, name, None), nn.Module)]
+    groups = param_groups(
+        model,
+        recipe.base_lr,
+        recipe.backbone_lr,
+        recipe.weight_decay,
+        recipe.bias_lr_factor,
+        recipe.weight_decay_bias,
+        backbone_prefixes=prefixes,
+    )
+    optimizer = make_optimizer(recipe.optimizer, groups, recipe.momentum)
+    scheduler = WarmupCosine(
+        optimizer, recipe.warmup_epochs, recipe.epochs, recipe.warmup_factor, recipe.eta_min_factor
+    )
+    sampler = PKSampler(train_set.pids, recipe.ids_per_batch, recipe.instances_per_id, seed=options.seed)
+    transform = TrainTransform(
+        size=tuple(recipe.image_size),
+        flip_p=recipe.augment.flip_p,
+        pad=recipe.augment.pad,
+        erase_p=recipe.augment.erase_p,
+    )
+    loader = DataLoader(
+        TrainItems(train_set, transform, labels),
+        batch_sampler=sampler.batch_sampler(),
+        num_workers=options.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+
+    best_map, best_epoch, last_map = -1.0, 0, float("nan")
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.set_epoch(int(state["sampler_epoch"]))
+        set_rng_states(state["rng"])
+        best_map, best_epoch, last_map = float(state["best_map"]), int(state["best_epoch"]), float(state["last_map"])
+    _truncate_metrics(run / METRICS, start_epoch)
+
+    for epoch in range(start_epoch + 1, config["epochs"] + 1):  # 1-based
+        start = time.perf_counter()
+        sampler.set_epoch(epoch - 1)
+        lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
+        losses = train_one_epoch(
+            model, loader, objective, optimizer, device, f"epoch {epoch}/{config['epochs']}", options.progress
+        )
+        scheduler.step()
+        result = evaluate(model, shards, recipe.image_size, device, num_workers=options.num_workers, labels=labels)
+        last_map = result.mAP
+        record = {
+            "epoch": epoch,
+            **losses,
+            "lr": lrs.get("new", next(iter(lrs.values()))),
+            "lrs": lrs,
+            **{k: getattr(result, k) for k in ("mAP", "R1", "R5", "R10", "mINP")},
+            "rule": result.rule,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        with (run / METRICS).open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if result.mAP > best_map:
+            best_map, best_epoch = result.mAP, epoch
+            _atomic_save({"model": model.state_dict(), "epoch": epoch, "mAP": result.mAP}, run / BEST)
+        _atomic_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "sampler_epoch": epoch,
+                "rng": rng_states(),
+                "epoch": epoch,
+                "best_map": best_map,
+                "best_epoch": best_epoch,
+                "last_map": last_map,
+            },
+            last_path,
+        )
+        echo(f"epoch {epoch}: loss {losses['loss']:.4f}  {result}  lr {record['lr']:.2e}  {record['seconds']:.1f}s")
+    if math.isnan(last_map):
+        raise RuntimeError("no epoch was trained")
+    return FitSummary(config["epochs"], last_map, best_epoch, best_map, start_epoch)
