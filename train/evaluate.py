@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from reidtrain.batch import forward_inputs, item_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import EvalTransform
 from reidtrain.data.shards import LabelMap, ShardDataset
 from reidtrain.metrics import evaluate_rank
@@ -25,14 +26,15 @@ from reidtrain.models import create_model
 
 __all__ = ["EvalResult", "evaluate", "extract_features", "load_run_model", "resolve_checkpoint"]
 
-MODALITY_COLUMNS = ("rgb", "nir", "tir")
-
 
 class EvalItems(Dataset):
-    """Query or gallery rows as tensors: images (3, 3, H, W), camera index (SIE), raw pid, camid, sceneid (-1: none)."""
+    """Query or gallery rows as tensors: images (3, 3, H, W), camera index (SIE), raw pid, camid, sceneid (-1: none),
+    and the model's extra inputs (``reidtrain.batch``)."""
 
-    def __init__(self, dataset: ShardDataset, transform: EvalTransform, labels: LabelMap) -> None:
-        self.dataset, self.transform, self.labels = dataset, transform, labels
+    def __init__(
+        self, dataset: ShardDataset, transform: EvalTransform, labels: LabelMap, inputs: tuple[str, ...] = ()
+    ) -> None:
+        self.dataset, self.transform, self.labels, self.inputs = dataset, transform, labels, inputs
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -40,12 +42,14 @@ class EvalItems(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.dataset[i]
         scene = item["sceneid"]
+        out = self.transform(item["images"], item["mask"])
         return {
-            "images": self.transform(item["images"])["images"],
+            "images": out["images"],
             "cam_index": self.labels.camid_to_index[int(item["camid"])],
             "pid": int(item["pid"]),
             "camid": int(item["camid"]),
             "sceneid": -1 if scene is None else int(scene),
+            **item_inputs(self.inputs, item, out),
         }
 
 
@@ -65,7 +69,12 @@ def extract_features(
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for batch in loader:
         with autocast:
-            out = model(batch["images"].to(device), camids=batch["cam_index"].to(device), missing=tuple(missing))
+            out = model(
+                batch["images"].to(device),
+                camids=batch["cam_index"].to(device),
+                missing=tuple(missing),
+                **forward_inputs(items.inputs, batch, device),
+            )
         feats.append(nn.functional.normalize(out["retrieval"].float(), dim=1).cpu())  # (B, D)
         pids.append(batch["pid"])
         camids.append(batch["camid"])
@@ -107,12 +116,15 @@ def evaluate(
     labels: LabelMap | None = None,
 ) -> EvalResult:
     """Rank the gallery for every query of ``shards_dir`` with ``model`` (left in eval mode)."""
-    query = ShardDataset(shards_dir, "query", columns=MODALITY_COLUMNS)
-    gallery = ShardDataset(shards_dir, "gallery", columns=MODALITY_COLUMNS, index=query.index)
+    inputs = model_inputs(model)
+    columns = shard_columns(inputs)
+    query = ShardDataset(shards_dir, "query", columns=columns)
+    gallery = ShardDataset(shards_dir, "gallery", columns=columns, index=query.index)
     labels = labels if labels is not None else query.label_map()
     transform = EvalTransform(size=tuple(image_size))
-    q = extract_features(model, EvalItems(query, transform, labels), device, missing, num_workers=num_workers)
-    g = extract_features(model, EvalItems(gallery, transform, labels), device, missing, num_workers=num_workers)
+    q_items, g_items = EvalItems(query, transform, labels, inputs), EvalItems(gallery, transform, labels, inputs)
+    q = extract_features(model, q_items, device, missing, num_workers=num_workers)
+    g = extract_features(model, g_items, device, missing, num_workers=num_workers)
     qf, gf = torch.from_numpy(q["feats"]).double(), torch.from_numpy(g["feats"]).double()
     distmat = (2.0 - 2.0 * qf @ gf.T).clamp_(min=0.0).numpy()  # (n_q, n_g) squared distance of unit vectors
     use_scenes = bool((q["sceneids"] >= 0).all() and (g["sceneids"] >= 0).all())
@@ -154,6 +166,7 @@ def load_run_model(run: Path, checkpoint: str = "last") -> tuple[nn.Module, dict
         image_size=tuple(config["recipe"]["image_size"]),
         weights=None,
         require_pretrained=False,  # the checkpoint holds every weight
+        **config["recipe"].get("model_options", {}),
     )
     model.load_state_dict(state["model"])
     return model, config, state

@@ -129,13 +129,25 @@ class ReIDObjective(nn.Module):
     def forward(
         self, outputs: Mapping[str, torch.Tensor | Sequence[torch.Tensor]], labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """``outputs`` with ``logits`` / ``features``, ``labels`` (B,) -> (total scalar, {term: value})."""
+        """``outputs`` with ``logits`` / ``features``, ``labels`` (B,) -> (total scalar, {term: value}).
+
+        Heads are computed in fp32 whatever the autocast dtype of the model. ``outputs["losses"]`` (optional) holds
+        model-specific scalar losses, already weighted by the model (e.g. DMPT's contrastive and center losses):
+        they are added to the total and reported under their own names.
+        """
         terms: dict[str, torch.Tensor] = {}
         if self.weights["id"]:
-            terms["id"] = _sum([self.id_loss(x, labels) for x in _as_list(outputs["logits"])])
+            terms["id"] = _sum([self.id_loss(x.float(), labels) for x in _as_list(outputs["logits"])])
         if self.weights["triplet"]:
-            terms["triplet"] = _sum([self.triplet_loss(f, labels)[0] for f in _as_list(outputs["features"])])
+            terms["triplet"] = _sum([self.triplet_loss(f.float(), labels)[0] for f in _as_list(outputs["features"])])
         if not terms:
             raise ValueError("every loss weight is 0")
         total = _sum([self.weights[name] * value for name, value in terms.items()])
-        return total, {name: float(value.detach()) for name, value in terms.items()}
+        extra = dict(outputs.get("losses", {}))  # type: ignore[arg-type]
+        clash = sorted(set(extra) & set(self.TERMS))
+        if clash:
+            raise ValueError(f"model losses {clash} clash with the objective's own terms")
+        for value in extra.values():
+            total = total + value.float()
+        report = {name: float(value.detach()) for name, value in {**terms, **extra}.items()}
+        return total, report

@@ -64,6 +64,15 @@ class TrainRecipe(_Section):
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="epsilon of the label-smoothed CE")
     triplet_margin: float | None = Field(None, ge=0.0, description="triplet margin; null = soft margin")
     augment: AugmentRecipe = Field(default_factory=AugmentRecipe, description="train-time augmentation")
+    # model and numerics
+    model_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of the model's builder (ablation switches, heads, experts, ...)",
+    )
+    grad_clip: float | None = Field(None, gt=0.0, description="clip the global gradient norm to this; null = off")
+    amp: Literal["bf16", "fp16", "off"] = Field(
+        "bf16", description="mixed precision on CUDA (fp16 uses a gradient scaler); CPU always trains in fp32"
+    )
 
     @property
     def batch_size(self) -> int:

@@ -34,10 +34,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from reidtrain.batch import forward_inputs, item_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import TrainTransform
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import LabelMap, ShardDataset
-from reidtrain.evaluate import MODALITY_COLUMNS, evaluate
+from reidtrain.evaluate import evaluate
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
 from reidtrain.optim import WarmupCosine, make_optimizer, param_groups
@@ -140,20 +141,24 @@ def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 class TrainItems(Dataset):
-    """Training rows as tensors: augmented images (3, 3, H, W), class label, camera index."""
+    """Training rows as tensors: augmented images (3, 3, H, W), class label, camera index, the model's extra inputs."""
 
-    def __init__(self, dataset: ShardDataset, transform: TrainTransform, labels: LabelMap) -> None:
-        self.dataset, self.transform, self.labels = dataset, transform, labels
+    def __init__(
+        self, dataset: ShardDataset, transform: TrainTransform, labels: LabelMap, inputs: tuple[str, ...] = ()
+    ) -> None:
+        self.dataset, self.transform, self.labels, self.inputs = dataset, transform, labels, inputs
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.dataset[i]
+        out = self.transform(item["images"], item["mask"])  # torch's global RNG: seeded, saved, restored
         return {
-            "images": self.transform(item["images"])["images"],  # torch's global RNG: seeded, saved, restored
+            "images": out["images"],
             "label": self.labels.pid_to_label[int(item["pid"])],
             "cam_index": self.labels.camid_to_index[int(item["camid"])],
+            **item_inputs(self.inputs, item, out),
         }
 
 
@@ -198,6 +203,13 @@ def _progress(total: int, desc: str, enabled: bool | None) -> Any:
     return tqdm(total=total, desc=desc, unit="batch", disable=disable, leave=False, dynamic_ncols=True)
 
 
+def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` ("bf16", "fp16", "off") on ``device``; None (fp32) on CPU or when off."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -206,26 +218,52 @@ def train_one_epoch(
     device: torch.device,
     desc: str = "train",
     progress: bool | None = None,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    grad_clip: float | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean total loss and the mean of each term."""
+    """One pass over ``loader``; returns the mean total loss, the mean of each term and the time split.
+
+    ``amp_dtype`` runs the forward pass under CUDA autocast (the losses are computed in fp32); ``scaler`` (fp16)
+    scales the loss. ``grad_clip`` clips the global gradient norm (after unscaling). ``model`` may be wrapped in
+    DistributedDataParallel. ``data_seconds`` is the time spent waiting for batches, ``compute_seconds`` the rest.
+    """
     model.train()
+    core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    inputs = model_inputs(core)
     sums: dict[str, float] = {}
     batches, samples, start = 0, 0, time.perf_counter()
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    data_time = 0.0
     lr = max(group["lr"] for group in optimizer.param_groups)
+    autocast = torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
     with _progress(len(loader), desc, progress) as bar:
+        waited = time.perf_counter()
         for batch in loader:
+            data_time += time.perf_counter() - waited
             images = batch["images"].to(device, non_blocking=True)  # (B, 3, 3, H, W)
             labels = batch["label"].to(device, non_blocking=True)  # (B,)
             with autocast:
-                outputs = model(images, camids=batch["cam_index"].to(device, non_blocking=True))
-                outputs = {k: v.float() for k, v in outputs.items()}
-                loss, terms = objective(outputs, labels)
+                outputs = model(
+                    images,
+                    camids=batch["cam_index"].to(device, non_blocking=True),
+                    **forward_inputs(inputs, batch, device),
+                )
+            loss, terms = objective(outputs, labels)  # fp32 heads
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: loss is {float(loss)} at batch {batches}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             for name, value in {"loss": float(loss.detach()), **{f"loss_{k}": v for k, v in terms.items()}}.items():
                 sums[name] = sums.get(name, 0.0) + value
             batches += 1
@@ -233,9 +271,12 @@ def train_one_epoch(
             rate = samples / max(time.perf_counter() - start, 1e-9)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}", refresh=False)
             bar.update()
+            waited = time.perf_counter()
     if batches == 0:
         raise ValueError("the training loader gave no batch")
-    return {name: value / batches for name, value in sums.items()}
+    total = time.perf_counter() - start
+    means = {name: value / batches for name, value in sums.items()}
+    return {**means, "samples": samples, "data_seconds": data_time, "compute_seconds": total - data_time}
 
 
 def _truncate_metrics(path: Path, completed: int) -> None:
@@ -256,8 +297,8 @@ def fit(options: FitOptions, echo: Callable[[str], None] = print) -> FitSummary:
     device = torch.device(options.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but CUDA is not available")
-    train_set = ShardDataset(shards, "train", columns=MODALITY_COLUMNS)
-    labels = train_set.label_map()
+    index_only = ShardDataset(shards, "train", columns=())
+    labels = index_only.label_map()
     config, recipe = resolve_config(options, labels)
     run = Path(options.output)
     last_path = run / LAST
@@ -289,7 +330,10 @@ def fit(options: FitOptions, echo: Callable[[str], None] = print) -> FitSummary:
         image_size=tuple(recipe.image_size),
         weights=options.weights,
         require_pretrained=not options.random_init,
+        **recipe.model_options,
     ).to(device)
+    inputs = model_inputs(model)
+    train_set = ShardDataset(shards, "train", columns=shard_columns(inputs), index=index_only.index)
     objective = ReIDObjective(labels.num_classes, recipe.loss_weights, recipe.label_smoothing, recipe.triplet_margin)
     prefixes = [name for name in ("backbone", "encoder") if isinstance(getattr(model, name, None), nn.Module)]
     groups = param_groups(
@@ -313,7 +357,7 @@ def fit(options: FitOptions, echo: Callable[[str], None] = print) -> FitSummary:
         erase_p=recipe.augment.erase_p,
     )
     loader = DataLoader(
-        TrainItems(train_set, transform, labels),
+        TrainItems(train_set, transform, labels, inputs),
         batch_sampler=sampler.batch_sampler(),
         num_workers=options.num_workers,
         pin_memory=device.type == "cuda",

@@ -30,11 +30,13 @@ from torch import nn
 
 __all__ = [
     "TINY_CONFIG",
+    "ClipTextEncoder",
     "ClipVisualEncoder",
     "build_clip",
     "build_clip_visual",
     "is_torchscript_archive",
     "load_clip_state_dict",
+    "split_qkv",
 ]
 
 log = logging.getLogger(__name__)
@@ -205,7 +207,17 @@ class ClipVisualEncoder(nn.Module):
         self.grid_size: tuple[int, int] = tuple(visual.grid_size)
         self.num_patches: int = self.grid_size[0] * self.grid_size[1]
 
-    def forward(self, images: torch.Tensor, cls_bias: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer's residual attention blocks (open_clip ``ResidualAttentionBlock``, batch first)."""
+        return self.visual.transformer.resblocks
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.blocks[0].attn.num_heads)
+
+    def embed(self, images: torch.Tensor, cls_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, 3, H, W) -> tokens (B, 1 + N, width) entering the first block (after ``ln_pre``)."""
         v = self.visual
         x = v.conv1(images)  # (B, width, gh, gw)
         x = x.flatten(2).transpose(1, 2)  # (B, N, width)
@@ -213,8 +225,77 @@ class ClipVisualEncoder(nn.Module):
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)  # (B, 1 + N, width)
         if cls_bias is not None:
             x = torch.cat([x[:, :1] + cls_bias.unsqueeze(1).to(x.dtype), x[:, 1:]], dim=1)
-        x = v.ln_pre(v.patch_dropout(x))
-        x = v.ln_post(v.transformer(x))  # (B, 1 + N, width)
+        return v.ln_pre(v.patch_dropout(x))
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens leaving the last block (B, T, width) -> ``ln_post``, then CLIP's ``proj`` if ``project`` (B, T, D)."""
+        x = self.visual.ln_post(x)
         if self.project:
-            x = x @ v.proj  # (B, 1 + N, embed_dim)
+            x = x @ self.visual.proj  # (B, T, embed_dim)
         return x
+
+    def forward(self, images: torch.Tensor, cls_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, 3, H, W) -> (B, 1 + N, D): ``embed``, every block, ``head``.
+
+        Models that change the blocks (STMI's attention, prompts, adapters) call ``embed``, run ``blocks``
+        themselves and finish with ``head``.
+        """
+        return self.head(self.visual.transformer(self.embed(images, cls_bias)))
+
+
+def split_qkv(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query, key, value of a block's ``nn.MultiheadAttention`` for (already normalised) tokens x (B, T, width).
+
+    Returns three (B, heads, T, head_dim) tensors computed with the block's own ``in_proj`` weights, so a model that
+    rewrites the attention (STMI's SFM) loads pretrained weights unchanged. Finish with ``block.attn.out_proj``.
+    """
+    attn = block.attn
+    b, t, width = x.shape
+    heads = attn.num_heads
+    qkv = nn.functional.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # (B, T, 3 * width)
+    qkv = qkv.view(b, t, 3, heads, width // heads).permute(2, 0, 3, 1, 4)  # (3, B, heads, T, head_dim)
+    return qkv[0], qkv[1], qkv[2]
+
+
+class ClipTextEncoder(nn.Module):
+    """CLIP's text tower from an open_clip ``CLIP``: tokens (n, 77) -> features (n, embed_dim), pooled at EOT.
+
+    ``return_tokens=True`` also returns every token's projected feature (n, 77, embed_dim) for models that attend
+    over words. ``freeze()`` stops gradients and keeps the tower in eval mode (NEXT, DMPT use a frozen text encoder).
+    """
+
+    def __init__(self, clip: nn.Module) -> None:
+        super().__init__()
+        self.token_embedding = clip.token_embedding
+        self.positional_embedding = clip.positional_embedding
+        self.transformer = clip.transformer
+        self.ln_final = clip.ln_final
+        self.text_projection = clip.text_projection
+        self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
+        self.out_dim: int = (
+            clip.text_projection.shape[1]
+            if isinstance(clip.text_projection, torch.Tensor)
+            else clip.text_projection.out_features
+        )
+        self.frozen = False
+
+    def freeze(self) -> ClipTextEncoder:
+        self.frozen = True
+        self.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode: bool = True) -> ClipTextEncoder:
+        return super().train(mode and not self.frozen)
+
+    def forward(self, tokens: torch.Tensor, return_tokens: bool = False):
+        """tokens (n, L) int64 from ``reidtrain.data.text.tokenize_captions`` -> (n, D) [and (n, L, D)]."""
+        from reidtrain.data.text import eot_positions
+
+        length = tokens.shape[1]
+        x = self.token_embedding(tokens) + self.positional_embedding[:length]  # (n, L, width)
+        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+        x = self.ln_final(x)  # (n, L, width)
+        proj = self.text_projection
+        x = x @ proj if isinstance(proj, torch.Tensor) else proj(x)  # (n, L, D)
+        pooled = x[torch.arange(x.shape[0], device=x.device), eot_positions(tokens)]  # (n, D)
+        return (pooled, x) if return_tokens else pooled

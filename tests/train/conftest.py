@@ -1,0 +1,34 @@
+"""Shared fixtures of the trainer tests: tiny shard sets built through the real prep code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from reidprep.cli import app as prep_app
+
+
+def build_full_shards(root: Path, kind: str = "person", ids: int = 8, images_per_id: int = 4, seed: int = 0) -> Path:
+    """synth -> index -> masks (thermal) -> captions (heuristic) -> build-shards with `reidprep run`; the shards dir."""
+    layout = "rgbnt201" if kind == "person" else "msvr310"
+    config = {
+        "workdir": str(root / "work"),
+        "dataset": {"layout": layout, "root": str(root / "synth")},
+        "synth": {"out": str(root / "synth"), "kind": kind, "ids": ids, "images_per_id": images_per_id, "seed": seed},
+        "masks": {"provider": "thermal"},
+        "captions": {"providers": ["heuristic"]},
+    }
+    path = root / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(prep_app, ["run", "--config", str(path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return root / "work" / "shards"
+
+
+@pytest.fixture(scope="session")
+def full_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 synthetic persons x 4 triplets with thermal masks and heuristic captions (RGBNT201 layout)."""
+    return build_full_shards(tmp_path_factory.mktemp("full_shards"))

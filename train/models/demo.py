@@ -1,0 +1,1 @@
+"""DeMo (placeholder: being written; registers its model name when done)."""

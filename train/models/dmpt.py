@@ -1,0 +1,1 @@
+"""DMPT (placeholder: being written; registers its model name when done)."""

@@ -1,0 +1,1 @@
+"""MambaPro (placeholder: being written; registers its model name when done)."""

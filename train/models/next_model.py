@@ -1,0 +1,1 @@
+"""NEXT (placeholder: being written; registers its model name when done)."""

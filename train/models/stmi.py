@@ -1,0 +1,1 @@
+"""STMI (placeholder: being written; registers its model name when done)."""
