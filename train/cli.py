@@ -137,7 +137,10 @@ def fit(
         summary = run_fit(options, echo=lambda line: out.print(line, highlight=False, soft_wrap=True))
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from None
-    out.print(str(summary), highlight=False)
+    from reidtrain.distributed import dist_env
+
+    if dist_env().is_main:
+        out.print(str(summary), highlight=False)
 
 
 @app.command("eval")
@@ -174,3 +177,7 @@ def eval_(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -4,12 +4,18 @@ A run folder holds::
 
     config.json     the resolved configuration (recipe + options); a rerun must match it to resume
     metrics.jsonl   one JSON line per finished epoch (loss terms, lr, mAP, R1, R5, R10, mINP, seconds)
-    last.pt         everything needed to continue exactly: model, optimizer, scheduler, sampler epoch, RNG states
+    last.pt         everything needed to continue exactly: model, optimizer, scheduler (and fp16 scaler), epoch
     best.pt         the model of the epoch with the best test mAP so far
+    tensorboard/    the same per-epoch figures as event files, when TensorBoard is installed
 
-Determinism: everything random is seeded from ``seed`` (model init, PK order via ``PKSampler(seed)``, augmentation
-via torch's global RNG, DataLoader worker seeds drawn from it too). ``last.pt`` stores the RNG states at the end of
-an epoch, so a run stopped after epoch e and resumed gives the same weights as one that never stopped (on CPU).
+Determinism: everything random is seeded from ``seed``: model init, PK order (``PKSampler(seed)``, per epoch), and
+every epoch reseeds Python, numpy and torch from (seed, epoch, rank) before its first batch, which drives the
+augmentation, dropout and the DataLoader worker seeds. So a run stopped after epoch e and resumed gives the same
+weights as one that never stopped (on CPU), without restoring RNG states (``last.pt`` still records them).
+
+Precision: fp32 on CPU; on CUDA the recipe's ``amp`` (bf16 autocast by default, fp16 with a gradient scaler, or off).
+``grad_clip`` clips the global gradient norm. Under ``torchrun`` (``reidtrain.distributed``) each rank trains its own
+whole PK batches and rank 0 evaluates and writes the run folder.
 
 The schedule always spans ``recipe.epochs``; ``epochs`` (``--epochs``) is where this invocation stops, so a run can be
 trained in several pieces without changing its learning rates.
@@ -38,6 +44,7 @@ from reidtrain.batch import forward_inputs, item_inputs, model_inputs, shard_col
 from reidtrain.data.augment import TrainTransform
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import LabelMap, ShardDataset
+from reidtrain.distributed import DistEnv, broadcast_object, dist_env, process_group
 from reidtrain.evaluate import evaluate
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
@@ -180,16 +187,6 @@ def rng_states() -> dict[str, Any]:
     }
 
 
-def set_rng_states(states: Mapping[str, Any]) -> None:
-    version, internal, gauss_next = states["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    kind, key, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -289,17 +286,44 @@ def _truncate_metrics(path: Path, completed: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of (run seed, 1-based epoch, rank): every epoch starts its RNGs from it (augmentation, dropout)."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def _tensorboard(run: Path, enabled: bool) -> Any:
+    """A SummaryWriter under ``run/tensorboard`` when TensorBoard is installed (and this is the main rank)."""
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(log_dir=str(run / "tensorboard"))
+
+
 def fit(options: FitOptions, echo: Callable[[str], None] = print) -> FitSummary:
-    """Train (or continue) the run ``options.output``; see the module docstring."""
-    shards = Path(options.shards)
-    if not shards.is_dir():
-        raise FileNotFoundError(f"shards folder {shards} does not exist; write it with `reidprep build-shards`")
+    """Train (or continue) the run ``options.output``; see the module docstring.
+
+    Under ``torchrun`` every rank calls this; rank 0 evaluates, writes the run folder and echoes, the others train
+    their share of the batches and wait.
+    """
+    env = dist_env()
     device = torch.device(options.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but CUDA is not available")
+    with process_group(env, device) as device:
+        return _fit(options, env, device, echo if env.is_main else lambda _: None)
+
+
+def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable[[str], None]) -> FitSummary:
+    shards = Path(options.shards)
+    if not shards.is_dir():
+        raise FileNotFoundError(f"shards folder {shards} does not exist; write it with `reidprep build-shards`")
     index_only = ShardDataset(shards, "train", columns=())
     labels = index_only.label_map()
     config, recipe = resolve_config(options, labels)
+    config["world_size"] = env.world_size
     run = Path(options.output)
     last_path = run / LAST
 
@@ -318,10 +342,11 @@ def fit(options: FitOptions, echo: Callable[[str], None] = print) -> FitSummary:
         echo(f"resuming {run} after epoch {start_epoch}")
     elif options.resume:
         raise FileNotFoundError(f"--resume: {last_path} does not exist")
-    run.mkdir(parents=True, exist_ok=True)
-    (run / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    if env.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
-    seed_everything(options.seed)
+    seed_everything(options.seed)  # the same initial weights on every rank
     model = create_model(
         options.model,
         num_classes=labels.num_classes,
@@ -349,7 +374,16 @@ def fit(options: FitOptions, echo: Callable[[str], None] = print) -> FitSummary:
     scheduler = WarmupCosine(
         optimizer, recipe.warmup_epochs, recipe.epochs, recipe.warmup_factor, recipe.eta_min_factor
     )
-    sampler = PKSampler(train_set.pids, recipe.ids_per_batch, recipe.instances_per_id, seed=options.seed)
+    amp_dtype = autocast_dtype(device, recipe.amp)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    sampler = PKSampler(
+        train_set.pids,
+        recipe.ids_per_batch,
+        recipe.instances_per_id,
+        seed=options.seed,
+        rank=env.rank,
+        world_size=env.world_size,
+    )
     transform = TrainTransform(
         size=tuple(recipe.image_size),
         flip_p=recipe.augment.flip_p,
@@ -368,20 +402,47 @@ def fit(options: FitOptions, echo: Callable[[str], None] = print) -> FitSummary:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        sampler.set_epoch(int(state["sampler_epoch"]))
-        set_rng_states(state["rng"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         best_map, best_epoch, last_map = float(state["best_map"]), int(state["best_epoch"]), float(state["last_map"])
-    _truncate_metrics(run / METRICS, start_epoch)
+    if env.is_main:
+        _truncate_metrics(run / METRICS, start_epoch)
+    # DDP: each rank trains on its own whole PK batches (effective batch = world_size x P x K); gradients are
+    # averaged. A model whose training graph skips some of its trainable parameters sets ``ddp_find_unused = True``.
+    trained = (
+        nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=bool(getattr(model, "ddp_find_unused", False)),
+        )
+        if env.enabled
+        else model
+    )
+    writer = _tensorboard(run, env.is_main)
 
     for epoch in range(start_epoch + 1, config["epochs"] + 1):  # 1-based
         start = time.perf_counter()
         sampler.set_epoch(epoch - 1)
+        seed_everything(epoch_seed(options.seed, epoch, env.rank))  # resume needs no saved RNG state
         lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
         losses = train_one_epoch(
-            model, loader, objective, optimizer, device, f"epoch {epoch}/{config['epochs']}", options.progress
+            trained,
+            loader,
+            objective,
+            optimizer,
+            device,
+            f"epoch {epoch}/{config['epochs']}",
+            options.progress if env.is_main else False,
+            amp_dtype=amp_dtype,
+            scaler=scaler,
+            grad_clip=recipe.grad_clip,
         )
         scheduler.step()
-        result = evaluate(model, shards, recipe.image_size, device, num_workers=options.num_workers, labels=labels)
+        train_seconds = time.perf_counter() - start
+        result = None
+        if env.is_main:
+            result = evaluate(model, shards, recipe.image_size, device, num_workers=options.num_workers, labels=labels)
+        result = broadcast_object(result, env)
         last_map = result.mAP
         record = {
             "epoch": epoch,
@@ -390,28 +451,40 @@ def fit(options: FitOptions, echo: Callable[[str], None] = print) -> FitSummary:
             "lrs": lrs,
             **{k: getattr(result, k) for k in ("mAP", "R1", "R5", "R10", "mINP")},
             "rule": result.rule,
+            "train_samples_per_s": round(losses["samples"] * env.world_size / max(train_seconds, 1e-9), 2),
             "seconds": round(time.perf_counter() - start, 3),
         }
-        with (run / METRICS).open("a") as f:
-            f.write(json.dumps(record) + "\n")
         if result.mAP > best_map:
             best_map, best_epoch = result.mAP, epoch
-            _atomic_save({"model": model.state_dict(), "epoch": epoch, "mAP": result.mAP}, run / BEST)
-        _atomic_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "sampler_epoch": epoch,
-                "rng": rng_states(),
-                "epoch": epoch,
-                "best_map": best_map,
-                "best_epoch": best_epoch,
-                "last_map": last_map,
-            },
-            last_path,
-        )
+            if env.is_main:
+                _atomic_save({"model": model.state_dict(), "epoch": epoch, "mAP": result.mAP}, run / BEST)
+        if env.is_main:
+            with (run / METRICS).open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            _atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else {},
+                    "sampler_epoch": epoch,
+                    "rng": rng_states(),
+                    "epoch": epoch,
+                    "best_map": best_map,
+                    "best_epoch": best_epoch,
+                    "last_map": last_map,
+                },
+                last_path,
+            )
+            if writer is not None:
+                for key in ("loss", *(k for k in record if k.startswith("loss_")), "lr", "train_samples_per_s"):
+                    writer.add_scalar(f"train/{key}", record[key], epoch)
+                for key in ("mAP", "R1", "R5", "R10", "mINP"):
+                    writer.add_scalar(f"test/{key}", record[key], epoch)
+                writer.flush()
         echo(f"epoch {epoch}: loss {losses['loss']:.4f}  {result}  lr {record['lr']:.2e}  {record['seconds']:.1f}s")
+    if writer is not None:
+        writer.close()
     if math.isnan(last_map):
         raise RuntimeError("no epoch was trained")
     return FitSummary(config["epochs"], last_map, best_epoch, best_map, start_epoch)
