@@ -146,33 +146,42 @@ def fit(
 @app.command("eval")
 def eval_(
     run: Annotated[Path, typer.Option(help="Run folder written by `reidtrain fit`.")],
-    checkpoint: Annotated[str, typer.Option(help="last, best, or a checkpoint file.")] = "last",
+    checkpoint: Annotated[
+        str, typer.Option(help="both (last and best, each with its epoch), last, best, or a checkpoint file.")
+    ] = "both",
     missing: Annotated[str, typer.Option(help="Modalities to zero at test time, comma-separated (e.g. rgb,nir).")] = "",
     shards: Annotated[Path | None, typer.Option(help="Shards folder (default: the run's).")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    rank_list: Annotated[
+        int, typer.Option(help="Write RUN/rank_list.png with the top-k retrievals of this many queries (0: none).")
+    ] = 0,
+    top_k: Annotated[int, typer.Option(help="Retrievals per query in the rank list.")] = 10,
 ) -> None:
-    """Evaluate a run's checkpoint on query/gallery; prints mAP, R1, R5, R10, mINP and writes RUN/eval.json."""
-    import json
+    """Evaluate a run on query/gallery: mAP, R1, R5, R10, mINP per checkpoint, as a table and RUN/eval*.json."""
+    from rich.table import Table
 
-    import torch
+    from reidtrain.run_eval import evaluate_run, parse_missing
 
-    from reidtrain.evaluate import evaluate, load_run_model
-
-    absent = tuple(m.strip() for m in missing.split(",") if m.strip())
     try:
-        model, config, state = load_run_model(run, checkpoint)
-        shards_dir = shards if shards is not None else Path(config["shards"])
-        if not shards_dir.is_dir():
-            raise FileNotFoundError(f"shards folder {shards_dir} does not exist")
-        dev = torch.device(device)
-        result = evaluate(model.to(dev), shards_dir, tuple(config["recipe"]["image_size"]), dev, absent, workers)
+        absent = parse_missing(missing)
+        result = evaluate_run(run, checkpoint, absent, shards, device, workers, rank_list, top_k)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from None
-    record = {"checkpoint": checkpoint, "epoch": state.get("epoch"), "missing": list(absent), **result.to_dict()}
-    (run / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
     what = f"missing {','.join(absent)}" if absent else "all modalities"
-    out.print(f"{checkpoint} (epoch {record['epoch']}, {what}): {result}", highlight=False)
+    first = result.records[0]
+    table = Table(
+        title=f"{run} ({what}, {first['rule']} rule, {first['num_query']} queries, {first['num_gallery']} gallery)"
+    )
+    for column in ("checkpoint", "epoch", "mAP", "R1", "R5", "R10", "mINP"):
+        table.add_column(column, justify="left" if column == "checkpoint" else "right")
+    for record in result.records:
+        figures = [f"{100 * record[k]:.2f}" for k in ("mAP", "R1", "R5", "R10", "mINP")]
+        table.add_row(record["checkpoint"], str(record["epoch"]), *figures)
+    out.print(table)
+    out.print(f"results: {result.path}", highlight=False)
+    if result.rank_list is not None:
+        out.print(f"rank list: {result.rank_list['path']}", highlight=False)
 
 
 def main() -> None:

@@ -24,7 +24,16 @@ from reidtrain.data.shards import LabelMap, ShardDataset
 from reidtrain.metrics import evaluate_rank
 from reidtrain.models import create_model
 
-__all__ = ["EvalResult", "evaluate", "extract_features", "load_run_model", "resolve_checkpoint"]
+__all__ = [
+    "EvalResult",
+    "Ranking",
+    "evaluate",
+    "extract_features",
+    "load_run_model",
+    "rank_gallery",
+    "resolve_checkpoint",
+    "score",
+]
 
 
 class EvalItems(Dataset):
@@ -106,7 +115,30 @@ class EvalResult:
         )
 
 
-def evaluate(
+@dataclass(frozen=True)
+class Ranking:
+    """Query x gallery distances with the ids the protocol needs (what ``evaluate`` scores and rank lists draw)."""
+
+    distmat: np.ndarray  # (n_q, n_g) squared distance of unit vectors
+    query: dict[str, np.ndarray]  # pids, camids, sceneids (n_q,)
+    gallery: dict[str, np.ndarray]  # pids, camids, sceneids (n_g,)
+    query_set: ShardDataset
+    gallery_set: ShardDataset
+
+    @property
+    def use_scenes(self) -> bool:
+        """MSVR310's scene rule applies when every query and gallery row has a scene id."""
+        return bool((self.query["sceneids"] >= 0).all() and (self.gallery["sceneids"] >= 0).all())
+
+    def junk(self, q: int) -> np.ndarray:
+        """(n_g,) bool: gallery items removed for query ``q`` (same id and camera; with scenes, same id and scene)."""
+        same_id = self.gallery["pids"] == self.query["pids"][q]
+        if self.use_scenes:
+            return same_id & (self.gallery["sceneids"] == self.query["sceneids"][q])
+        return same_id & (self.gallery["camids"] == self.query["camids"][q])
+
+
+def rank_gallery(
     model: nn.Module,
     shards_dir: Path,
     image_size: tuple[int, int],
@@ -114,8 +146,8 @@ def evaluate(
     missing: Sequence[str] = (),
     num_workers: int = 0,
     labels: LabelMap | None = None,
-) -> EvalResult:
-    """Rank the gallery for every query of ``shards_dir`` with ``model`` (left in eval mode)."""
+) -> Ranking:
+    """Features of every query and gallery row of ``shards_dir`` (model left in eval mode) and their distances."""
     inputs = model_inputs(model)
     columns = shard_columns(inputs)
     query = ShardDataset(shards_dir, "query", columns=columns)
@@ -125,21 +157,39 @@ def evaluate(
     q_items, g_items = EvalItems(query, transform, labels, inputs), EvalItems(gallery, transform, labels, inputs)
     q = extract_features(model, q_items, device, missing, num_workers=num_workers)
     g = extract_features(model, g_items, device, missing, num_workers=num_workers)
-    qf, gf = torch.from_numpy(q["feats"]).double(), torch.from_numpy(g["feats"]).double()
+    qf, gf = torch.from_numpy(q.pop("feats")).double(), torch.from_numpy(g.pop("feats")).double()
     distmat = (2.0 - 2.0 * qf @ gf.T).clamp_(min=0.0).numpy()  # (n_q, n_g) squared distance of unit vectors
-    use_scenes = bool((q["sceneids"] >= 0).all() and (g["sceneids"] >= 0).all())
-    scenes = {"q_sceneids": q["sceneids"], "g_sceneids": g["sceneids"]} if use_scenes else {}
-    result = evaluate_rank(distmat, q["pids"], g["pids"], q["camids"], g["camids"], max_rank=50, **scenes)
+    return Ranking(distmat, q, g, query, gallery)
+
+
+def score(ranking: Ranking) -> EvalResult:
+    """mAP, Rank-1/5/10 and mINP of ``ranking`` under the dataset's protocol."""
+    q, g = ranking.query, ranking.gallery
+    scenes = {"q_sceneids": q["sceneids"], "g_sceneids": g["sceneids"]} if ranking.use_scenes else {}
+    result = evaluate_rank(ranking.distmat, q["pids"], g["pids"], q["camids"], g["camids"], max_rank=50, **scenes)
     return EvalResult(
         mAP=float(result.mAP),
         R1=result.rank(1),
         R5=result.rank(5),
         R10=result.rank(10),
         mINP=float(result.mINP),
-        rule="scene" if use_scenes else "camera",
-        num_query=len(query),
-        num_gallery=len(gallery),
+        rule="scene" if ranking.use_scenes else "camera",
+        num_query=len(q["pids"]),
+        num_gallery=len(g["pids"]),
     )
+
+
+def evaluate(
+    model: nn.Module,
+    shards_dir: Path,
+    image_size: tuple[int, int],
+    device: torch.device,
+    missing: Sequence[str] = (),
+    num_workers: int = 0,
+    labels: LabelMap | None = None,
+) -> EvalResult:
+    """Rank the gallery for every query of ``shards_dir`` with ``model`` (left in eval mode) and score it."""
+    return score(rank_gallery(model, shards_dir, image_size, device, missing, num_workers, labels))
 
 
 def resolve_checkpoint(run: Path, checkpoint: str) -> Path:

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -91,18 +92,61 @@ def test_eval_with_and_without_missing_modalities(two_epochs: tuple[Path, str]) 
     run, _ = two_epochs
     result = runner.invoke(app, ["eval", "--run", str(run), "--checkpoint", "last"])
     assert result.exit_code == 0, result.output
-    full = json.loads((run / "eval.json").read_text())
+    full = json.loads((run / "eval.json").read_text())["results"][0]
     assert full["missing"] == [] and full["epoch"] == 2 and full["rule"] == "camera"
     last_line = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert full["mAP"] == pytest.approx(last_line["mAP"])
     result = runner.invoke(app, ["eval", "--run", str(run), "--checkpoint", "best", "--missing", "rgb"])
     assert result.exit_code == 0, result.output
     assert "missing rgb" in result.output
+    assert json.loads((run / "eval-missing-rgb.json").read_text())["results"][0]["checkpoint"] == "best"
     result = runner.invoke(app, ["eval", "--run", str(run), "--missing", "rgb,nir"])
     assert result.exit_code == 0, result.output
-    partial = json.loads((run / "eval.json").read_text())
+    partial = json.loads((run / "eval-missing-rgb-nir.json").read_text())["results"][0]
     assert partial["missing"] == ["rgb", "nir"]
     assert (partial["mAP"], partial["mINP"], partial["R1"]) != (full["mAP"], full["mINP"], full["R1"])
+    for bad, message in (("rgb,depth", "unknown modalities"), ("rgb,rgb", "twice"), ("rgb,nir,tir", "all three")):
+        result = runner.invoke(app, ["eval", "--run", str(run), "--missing", bad])
+        assert result.exit_code == 2 and message in result.output
+
+
+def test_eval_reports_last_and_best_with_their_epochs(two_epochs: tuple[Path, str]) -> None:
+    run, _ = two_epochs
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best_epoch = max(metrics, key=lambda m: m["mAP"])["epoch"]  # the first of equal maxima, as fit keeps it
+    result = runner.invoke(app, ["eval", "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    records = json.loads((run / "eval.json").read_text())["results"]
+    if best_epoch == 2:
+        assert [(r["checkpoint"], r["epoch"]) for r in records] == [("last (= best)", 2)]
+    else:
+        assert [(r["checkpoint"], r["epoch"]) for r in records] == [("last", 2), ("best", best_epoch)]
+        assert records[1]["mAP"] == pytest.approx(metrics[best_epoch - 1]["mAP"])
+    assert "epoch" in result.output and "mAP" in result.output
+
+
+def test_rank_list_png_shows_top_k_with_correct_ones_marked(two_epochs: tuple[Path, str], shards: Path) -> None:
+    from PIL import Image
+
+    from reidtrain.ranklist import CORRECT, WRONG
+
+    run, _ = two_epochs
+    result = runner.invoke(app, ["eval", "--run", str(run), "--checkpoint", "last", "--rank-list", "3", "--top-k", "4"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads((run / "eval.json").read_text())["rank_list"]
+    assert len(shown["queries"]) == 3 and all(len(q["gallery"]) == 4 for q in shown["queries"])
+    from reidtrain.data.shards import ShardDataset
+
+    rows = ShardDataset(shards, ("query", "gallery"), columns=())
+    pid = dict(zip(rows.column("sample_id"), rows.pids, strict=True))
+    for q in shown["queries"]:
+        assert q["correct"] == [pid[g] == pid[q["query"]] for g in q["gallery"]]
+    image = np.asarray(Image.open(run / "rank_list.png").convert("RGB"))
+    assert image.shape[0] > 3 * 64 and image.shape[1] > 5 * 64
+    colours = {tuple(c) for c in np.unique(image.reshape(-1, 3), axis=0).tolist()}
+    any_correct = any(any(q["correct"]) for q in shown["queries"])
+    any_wrong = any(not all(q["correct"]) for q in shown["queries"])
+    assert (CORRECT in colours) == any_correct and (WRONG in colours) == any_wrong
 
 
 def test_missing_shards_folder_is_a_clear_error(tmp_path: Path) -> None:

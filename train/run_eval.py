@@ -1,0 +1,98 @@
+"""``reidtrain eval``: evaluate a run folder's checkpoints (last and best by default) and optionally draw rank lists.
+
+Results go to ``RUN/eval.json`` (all modalities) or ``RUN/eval-missing-<names>.json`` (``--missing``), one record per
+checkpoint with its epoch, so a report always says which epoch a figure comes from. ``rank_list`` > 0 writes
+``RUN/rank_list[-missing-<names>].png`` for the first checkpoint evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reidtrain.evaluate import load_run_model, rank_gallery, score
+
+__all__ = ["RunEval", "evaluate_run", "parse_missing"]
+
+MODALITIES = ("rgb", "nir", "tir")
+
+
+def parse_missing(text: str) -> tuple[str, ...]:
+    """ "rgb,nir" -> ("rgb", "nir"); unknown names, repeats and all three at once are errors."""
+    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    unknown = [m for m in names if m not in MODALITIES]
+    if unknown:
+        raise ValueError(f"--missing: unknown modalities {unknown}; choose from {', '.join(MODALITIES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--missing names a modality twice: {text!r}")
+    if len(names) == len(MODALITIES):
+        raise ValueError("--missing cannot remove all three modalities")
+    return names
+
+
+@dataclass(frozen=True)
+class RunEval:
+    """What ``evaluate_run`` wrote."""
+
+    records: list[dict[str, Any]]  # one per checkpoint: checkpoint, epoch, missing, mAP, R1, R5, R10, mINP, ...
+    path: Path  # the JSON file
+    rank_list: dict[str, Any] | None  # what the PNG shows (path, queries, their top-k and correctness)
+
+
+def _checkpoints(run: Path, checkpoint: str) -> list[str]:
+    """``both`` -> ["last", "best"] (just "last" when best.pt is the last epoch's model); else [checkpoint]."""
+    if checkpoint != "both":
+        return [checkpoint]
+    if not (run / "best.pt").is_file():
+        return ["last"]
+    best = torch.load(run / "best.pt", map_location="cpu", weights_only=True)["epoch"]
+    last = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["epoch"]
+    return ["last"] if best == last else ["last", "best"]
+
+
+def evaluate_run(
+    run: Path,
+    checkpoint: str = "both",
+    missing: Sequence[str] = (),
+    shards: Path | None = None,
+    device: str = "cpu",
+    num_workers: int = 0,
+    rank_list: int = 0,
+    top_k: int = 10,
+) -> RunEval:
+    """Evaluate ``run``'s checkpoints ("last", "best", "both" or a file) with ``missing`` modalities zeroed."""
+    from reidtrain.ranklist import draw_rank_list
+
+    run = Path(run)
+    suffix = f"-missing-{'-'.join(missing)}" if missing else ""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but CUDA is not available")
+    records, drawn = [], None
+    names = _checkpoints(run, checkpoint)
+    for name in names:
+        model, config, state = load_run_model(run, name)
+        shards_dir = Path(shards) if shards is not None else Path(config["shards"])
+        if not shards_dir.is_dir():
+            raise FileNotFoundError(f"shards folder {shards_dir} does not exist; pass --shards")
+        ranking = rank_gallery(
+            model.to(dev), shards_dir, tuple(config["recipe"]["image_size"]), dev, missing, num_workers
+        )
+        label = name if checkpoint != "both" or len(names) > 1 else "last (= best)"
+        records.append(
+            {"checkpoint": label, "epoch": state.get("epoch"), "missing": list(missing), **score(ranking).to_dict()}
+        )
+        if rank_list and drawn is None:
+            drawn = draw_rank_list(ranking, run / f"rank_list{suffix}.png", rank_list, top_k)
+            drawn["checkpoint"] = label
+    path = run / f"eval{suffix}.json"
+    payload = {"missing": list(missing), "results": records, "rank_list": drawn}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+    return RunEval(records, path, drawn)
