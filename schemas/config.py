@@ -185,6 +185,23 @@ class ShardsConfig(_Section):
     workers: int = Field(4, ge=1, description="threads decoding and encoding images")
 
 
+class TrainConfig(_Section):
+    """Defaults of ``reidtrain fit`` / ``reidtrain eval --config``; every key is also a command-line option."""
+
+    shards: Path | None = Field(None, description="shards folder (default: <workdir>/shards)")
+    output: Path | None = Field(None, description="run folder (default: <workdir>/train/<model>)")
+    model: str = Field("baseline", description="registered model: baseline, stmi, next, demo, mambapro, dmpt")
+    backbone: str = Field("ViT-B-16", description="CLIP backbone: ViT-B-16, ViT-B-16-quickgelu, tiny, ...")
+    weights: Path | None = Field(None, description="local CLIP weights file (never downloaded)")
+    random_init: bool = Field(False, description="allow random initial weights when no weights file is given")
+    recipe: str = Field("baseline-tiny-demo", description="training recipe: data/recipes/<name>.yaml")
+    set: dict[str, Any] = Field(default_factory=dict, description="recipe keys to override (dotted for nesting)")
+    epochs: int | None = Field(None, ge=1, description="stop after this epoch (default: the recipe's epochs)")
+    device: str = Field("cpu", description="cpu or cuda")
+    seed: int = Field(0, ge=0, description="seed of model init, PK order and augmentation")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+
 class PipelineConfig(_Section):
     workdir: Path = Field(Path("runs/demo"), description="where every stage writes its outputs")
     dataset: DatasetConfig = DatasetConfig()
@@ -193,6 +210,7 @@ class PipelineConfig(_Section):
     masks: MasksConfig = MasksConfig()
     captions: CaptionsConfig = CaptionsConfig()
     shards: ShardsConfig = ShardsConfig()
+    train: TrainConfig = TrainConfig()
 
 
 class ConfigError(ValueError):

@@ -88,49 +88,96 @@ def _parse_overrides(items: list[str]) -> dict[str, object]:
     return overrides
 
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="pipeline.yaml: its train section gives the defaults of every option."),
+]
+
+
+def _train_config(config: Path | None, given: dict[str, object]) -> tuple[object, Path]:
+    """(the train section with the given options applied, the workdir) from ``config`` or the built-in defaults."""
+    from reidschemas.config import load_config
+
+    cfg = load_config(config, {f"train.{key}": value for key, value in given.items()})
+    return cfg.train, cfg.workdir
+
+
 @app.command()
 def fit(
-    shards: Annotated[Path, typer.Option(help="Shards folder written by `reidprep build-shards`.")],
-    output: Annotated[Path, typer.Option(help="Run folder (config.json, metrics.jsonl, last.pt, best.pt).")],
-    model: Annotated[str, typer.Option(help="Registered model name.")] = "baseline",
-    backbone: Annotated[str, typer.Option(help="CLIP backbone: ViT-B-16, ViT-B-16-quickgelu, tiny, ...")] = "ViT-B-16",
+    config: ConfigOption = None,
+    shards: Annotated[
+        Path | None, typer.Option(help="Shards folder of `reidprep build-shards` (config: <workdir>/shards).")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Run folder: config.json, metrics.jsonl, last.pt, best.pt (config: train.output)."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Registered model name [default: baseline].")] = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="CLIP backbone: ViT-B-16, ViT-B-16-quickgelu, tiny, ... [default: ViT-B-16].")
+    ] = None,
     weights: Annotated[Path | None, typer.Option(help="Local CLIP weights file.")] = None,
-    random_init: Annotated[bool, typer.Option(help="Start from random weights (no --weights).")] = False,
-    recipe: Annotated[str, typer.Option(help="Recipe name (data/recipes/NAME.yaml).")] = "baseline-tiny-demo",
+    random_init: Annotated[bool | None, typer.Option(help="Start from random weights (no --weights).")] = None,
+    recipe: Annotated[
+        str | None, typer.Option(help="Recipe name, data/recipes/NAME.yaml [default: baseline-tiny-demo].")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a recipe key: KEY=VALUE (e.g. image_size=[64,32]).")
     ] = None,
     epochs: Annotated[
         int | None, typer.Option(help="Stop after this epoch (default: the recipe's epochs, the schedule length).")
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda (bf16 autocast on cuda).")] = "cpu",
-    seed: Annotated[int, typer.Option(help="Seed of model init, PK order and augmentation.")] = 0,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (the recipe's AMP on cuda) [default: cpu].")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of model init, PK order and augmentation [default: 0].")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes [default: 0].")] = None,
     resume: Annotated[
         bool, typer.Option(help="Require continuing from OUTPUT/last.pt (done anyway when present).")
     ] = False,
     progress: Annotated[bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")] = None,
 ) -> None:
-    """Train a model on the train split, evaluating on query/gallery after every epoch; resumes from OUTPUT/last.pt."""
+    """Train a model on the train split, evaluating on query/gallery after every epoch; resumes from OUTPUT/last.pt.
+
+    Options not given come from the config's train section (with --config), else from the defaults shown.
+    """
     from reidtrain.trainer import FitOptions
     from reidtrain.trainer import fit as run_fit
 
-    if weights is not None and random_init:
-        raise _fail("--weights and --random-init exclude each other")
+    given = {
+        "shards": shards,
+        "output": output,
+        "model": model,
+        "backbone": backbone,
+        "weights": weights,
+        "random_init": random_init,
+        "recipe": recipe,
+        "epochs": epochs,
+        "device": device,
+        "seed": seed,
+        "workers": workers,
+    }
     try:
+        train, workdir = _train_config(config, given)
+        if train.weights is not None and train.random_init:
+            raise ValueError("--weights and --random-init exclude each other")
+        shards_dir = train.shards if train.shards is not None else (workdir / "shards" if config else None)
+        run_dir = train.output if train.output is not None else (workdir / "train" / train.model if config else None)
+        if shards_dir is None or run_dir is None:
+            raise ValueError("pass --shards and --output, or --config pipeline.yaml (its workdir and train section)")
         options = FitOptions(
-            shards=shards,
-            output=output,
-            recipe=recipe,
-            overrides=_parse_overrides(set_ or []),
-            model=model,
-            backbone=backbone,
-            weights=weights,
-            random_init=random_init,
-            epochs=epochs,
-            seed=seed,
-            device=device,
-            num_workers=workers,
+            shards=shards_dir,
+            output=run_dir,
+            recipe=train.recipe,
+            overrides={**train.set, **_parse_overrides(set_ or [])},
+            model=train.model,
+            backbone=train.backbone,
+            weights=train.weights,
+            random_init=train.random_init,
+            epochs=train.epochs,
+            seed=train.seed,
+            device=train.device,
+            num_workers=train.workers,
             resume=resume,
             progress=progress,
         )
@@ -145,7 +192,10 @@ def fit(
 
 @app.command("eval")
 def eval_(
-    run: Annotated[Path, typer.Option(help="Run folder written by `reidtrain fit`.")],
+    run: Annotated[
+        Path | None, typer.Option(help="Run folder written by `reidtrain fit` (config: train.output).")
+    ] = None,
+    config: ConfigOption = None,
     checkpoint: Annotated[
         str, typer.Option(help="both (last and best, each with its epoch), last, best, or a checkpoint file.")
     ] = "both",
@@ -164,6 +214,11 @@ def eval_(
     from reidtrain.run_eval import evaluate_run, parse_missing
 
     try:
+        if run is None:
+            if config is None:
+                raise ValueError("pass --run RUN, or --config pipeline.yaml (its train section names the run)")
+            train, workdir = _train_config(config, {})
+            run = train.output if train.output is not None else workdir / "train" / train.model
         absent = parse_missing(missing)
         result = evaluate_run(run, checkpoint, absent, shards, device, workers, rank_list, top_k)
     except (FileNotFoundError, ValueError) as exc:

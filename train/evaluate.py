@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from reidtrain.models import create_model
 __all__ = [
     "EvalResult",
     "Ranking",
+    "chance_map",
     "evaluate",
     "extract_features",
     "load_run_model",
@@ -176,6 +177,15 @@ def score(ranking: Ranking) -> EvalResult:
         rule="scene" if ranking.use_scenes else "camera",
         num_query=len(q["pids"]),
         num_gallery=len(g["pids"]),
+    )
+
+
+def chance_map(ranking: Ranking, draws: int = 5, seed: int = 0) -> float:
+    """Mean mAP of ``draws`` random rankings of the same queries and gallery (what "far above chance" is measured
+    against: it depends on how many true matches each query has)."""
+    rng = np.random.default_rng(seed)
+    return float(
+        np.mean([score(replace(ranking, distmat=rng.random(ranking.distmat.shape))).mAP for _ in range(draws)])
     )
 
 

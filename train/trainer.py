@@ -45,7 +45,7 @@ from reidtrain.data.augment import TrainTransform
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import LabelMap, ShardDataset
 from reidtrain.distributed import DistEnv, broadcast_object, dist_env, process_group
-from reidtrain.evaluate import evaluate
+from reidtrain.evaluate import chance_map, rank_gallery, score
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
 from reidtrain.optim import WarmupCosine, make_optimizer, param_groups
@@ -93,11 +93,13 @@ class FitSummary:
     best_epoch: int
     best_map: float
     resumed_from: int  # completed epochs found in last.pt (0: fresh start)
+    chance_map: float | None = None  # mean test mAP of random rankings (None: not computed)
 
     def __str__(self) -> str:
+        chance = "" if self.chance_map is None else f" (random ranking: mAP {100 * self.chance_map:.2f})"
         return (
             f"last epoch {self.last_epoch}: test mAP {100 * self.last_map:.2f} | "
-            f"best epoch {self.best_epoch}: test mAP {100 * self.best_map:.2f}"
+            f"best epoch {self.best_epoch}: test mAP {100 * self.best_map:.2f}{chance}"
         )
 
 
@@ -419,6 +421,7 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
         else model
     )
     writer = _tensorboard(run, env.is_main)
+    ranking = None
 
     for epoch in range(start_epoch + 1, config["epochs"] + 1):  # 1-based
         start = time.perf_counter()
@@ -441,7 +444,10 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
         train_seconds = time.perf_counter() - start
         result = None
         if env.is_main:
-            result = evaluate(model, shards, recipe.image_size, device, num_workers=options.num_workers, labels=labels)
+            ranking = rank_gallery(
+                model, shards, recipe.image_size, device, num_workers=options.num_workers, labels=labels
+            )
+            result = score(ranking)
         result = broadcast_object(result, env)
         last_map = result.mAP
         record = {
@@ -487,4 +493,5 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
         writer.close()
     if math.isnan(last_map):
         raise RuntimeError("no epoch was trained")
-    return FitSummary(config["epochs"], last_map, best_epoch, best_map, start_epoch)
+    chance = chance_map(ranking) if env.is_main and start_epoch < config["epochs"] else None
+    return FitSummary(config["epochs"], last_map, best_epoch, best_map, start_epoch, chance)
