@@ -187,7 +187,7 @@ def fit(
     from reidtrain.distributed import dist_env
 
     if dist_env().is_main:
-        out.print(str(summary), highlight=False)
+        out.print(str(summary), highlight=False, soft_wrap=True)
 
 
 @app.command("eval")
