@@ -7,6 +7,8 @@ A model class declares ``inputs``, a tuple drawn from :data:`MODEL_INPUTS` (the 
   uses the resized stored mask. A row without a mask is all False (``has_mask`` (B,) bool says which rows had one).
 - ``"captions"``: ``{"rgb", "nir", "tir", "fused"}`` -> list of B strings ("" where the shards hold no caption).
   Models tokenise (``reidtrain.data.text.tokenize_captions``) because NEXT samples sentences per expert.
+- ``"labels"``: (B,) int64 training labels, in training batches only (a model's own label-dependent losses, e.g.
+  DMPT's center loss); evaluation never passes them.
 
 ``forward(images, camids=None, missing=(), **inputs)`` then receives exactly the declared inputs as keywords. Every
 model returns ``features`` (triplet loss) and, in train mode, ``logits`` (ID loss): a tensor or a list of tensors,
@@ -25,7 +27,7 @@ from torch import nn
 __all__ = ["CAPTION_KEYS", "MODALITY_COLUMNS", "MODEL_INPUTS", "forward_inputs", "item_inputs", "model_inputs"]
 
 MODALITY_COLUMNS = ("rgb", "nir", "tir")
-MODEL_INPUTS = ("token_mask", "captions")
+MODEL_INPUTS = ("token_mask", "captions", "labels")
 CAPTION_KEYS = ("rgb", "nir", "tir", "fused")
 
 
@@ -67,4 +69,6 @@ def forward_inputs(inputs: tuple[str, ...], batch: Mapping[str, Any], device: to
         kwargs["token_mask"] = batch["token_mask"].to(device, non_blocking=True)  # (B, N) bool
     if "captions" in inputs:
         kwargs["captions"] = {key: list(batch["captions"][key]) for key in CAPTION_KEYS}  # {key: B strings}
+    if "labels" in inputs and "label" in batch:  # training batches only
+        kwargs["labels"] = batch["label"].to(device, non_blocking=True)  # (B,) int64
     return kwargs
