@@ -1,1 +1,274 @@
-"""STMI (placeholder: being written; registers its model name when done)."""
+"""STMI: Segmentation-guided Token Modulation with cross-modal hypergraph Interaction (the STMI paper, Eqs. 1-20).
+
+One CLIP ViT shared by RGB, NIR and TIR, whose every self-attention is SFM's mask-modulated attention (Eqs. 2-8);
+STR (Eqs. 9-13) turns each modality's patch tokens into K + 1 semantic tokens with K learnable queries plus the CLIP
+text feature T of the fused triplet caption; CHI (Eqs. 14-16) fuses the 3 (K + 1) tokens on a similarity hypergraph;
+the three class tokens G then attend over the fused tokens, U = CrossAttn(G, H', H') + G (Eqs. 17-18).
+
+Supervision (Eqs. 19-20): L = Lg(G) + Lg(U) + Lg(T), each label-smoothed CE + triplet; ``forward`` returns the three
+pre-BN features (triplet) and the three heads' logits (CE), each head with its own BNNeck + classifier. Retrieval:
+the BNNeck features of G and U concatenated (B, 6D) by default (``retrieval``).
+
+Ablations (``model_options``): ``use_str=False`` (Table 3 B: SFM only, no STR / CHI / U / text; with ``sfm=False``
+too it is the baseline, Table 3 A), ``fusion="concat"`` (Table 3 C = Table 4 A: CHI removed, the concatenated
+semantic tokens H of Eq. 14 go straight into Eq. 18), ``fusion`` "mlp" / "self_attention" (Table 4 B, C),
+``sfm_sharing`` "all" / "head" and ``sfm_layers`` "early" / "late" (Table 5 A-D), ``sfm=False`` (STR + CHI without
+SFM; no table row, the mask-guidance check).
+
+ASSUMED where the paper is silent (see also the modules' docstrings): alpha = beta = 0.1 at init; mask perturbation
+p = 0.1 (Fig. 5 shows "a small amount" is best, without the value in the text), drawn once per triplet and shared
+by its three modalities and all layers; a row without any foreground patch (no mask) counts as all foreground; tau =
+0.5, one CHI layer; the text encoder is trained ("all learnable parameters", Implementation Details); SIE camera
+embedding and BNNeck as the baseline (DeMo/IDEA code lineage).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from reidtrain.data.text import eot_positions, tokenize_captions
+from reidtrain.models.backbone import ClipTextEncoder, ClipVisualEncoder, build_clip
+from reidtrain.models.baseline import MODALITIES
+from reidtrain.models.hypergraph import HypergraphFusion
+from reidtrain.models.registry import register_model
+from reidtrain.models.stmi_modules import (
+    BNNeckHead,
+    CrossAttention,
+    CrossModalMLP,
+    SelfAttentionFusion,
+    SemanticTokenReallocation,
+    SFMGates,
+    SFMLayers,
+    SFMSharing,
+    foreground_relation,
+    perturb_mask,
+    sfm_block,
+)
+
+__all__ = ["STMI", "build_fusion"]
+
+Fusion = Literal["hypergraph", "concat", "mlp", "self_attention"]
+HEAD_NAMES = ("global", "fused", "text")  # G, U, T (Eq. 20)
+
+
+def _zero_missing(images: torch.Tensor, missing: Sequence[str]) -> torch.Tensor:
+    """Zero the images of the ``missing`` modalities (the baseline's / DeMo's missing-modality protocol)."""
+    unknown = set(missing) - set(MODALITIES)
+    if unknown:
+        raise ValueError(f"unknown modalities in missing: {sorted(unknown)}; choose from {MODALITIES}")
+    if not missing:
+        return images
+    keep = torch.tensor([name not in missing for name in MODALITIES], device=images.device)
+    return images * keep.view(1, len(MODALITIES), 1, 1, 1).to(images.dtype)
+
+
+def build_fusion(
+    fusion: Fusion, dim: int, modalities: int, num_queries: int, heads: int, tau: float, layers: int
+) -> nn.Module:
+    """The H -> H' fusion: semantic tokens (B, M, K+1, D) -> (B, M (K+1), D); CHI or a Table 4 replacement."""
+    if fusion == "hypergraph":
+        return HypergraphFusion(dim, modalities * (num_queries + 1), tau, layers)
+    if fusion == "concat":
+        return nn.Flatten(1, 2)  # H' = H, the concatenated tokens of Eq. 14
+    if fusion == "mlp":
+        return CrossModalMLP(dim, modalities)
+    if fusion == "self_attention":
+        return SelfAttentionFusion(dim, heads, layers)
+    raise ValueError(f"fusion must be hypergraph, concat, mlp or self_attention, not {fusion!r}")
+
+
+@register_model("stmi")
+class STMI(nn.Module):
+    """STMI (module docstring). Builder keywords are the trainer's plus the switches below (``model_options``).
+
+    Args:
+        num_classes, num_cameras, backbone, image_size, weights, require_pretrained: as :class:`ClipBaseline`.
+        sie_factor: scale of the SIE camera embedding on the class tokens.
+        sfm: SFM in the ViT blocks (Eqs. 2-8); False gives plain CLIP attention (Table 3).
+        sfm_sharing: "layer" (alpha, beta per layer shared by the heads, paper's best), "all", "head" (Table 5).
+        sfm_layers: "all", "early" (first half of the blocks), "late" (second half) (Table 5).
+        sfm_init: initial alpha and beta.
+        mask_perturbation: p, probability that a background token is flipped to foreground while training.
+        use_str: STR + fusion + U + the text head; False keeps only G (Table 3 A/B).
+        num_queries: K learnable queries per modality (4, Fig. 5).
+        fusion: "hypergraph" (CHI) or the Table 4 replacements "concat" (H' = H), "mlp", "self_attention".
+        tau: hyperedge similarity threshold; chi_layers: hypergraph (or self-attention) layers.
+        num_heads: heads of STR's / Eq. 18's cross-attention; None: D // 64 (8 for ViT-B-16's 512), at least 1.
+        freeze_text: freeze the CLIP text tower (the paper trains it: False).
+        retrieval: "+"-joined heads for the test feature, from "global", "fused", "text" (default "global+fused").
+        test_feature: "bn" (after each head's BNNeck, as the baseline) or "pre_bn".
+    """
+
+    inputs: tuple[str, ...] = ("token_mask", "captions")
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "ViT-B-16",
+        image_size: tuple[int, int] = (256, 128),
+        weights: Path | str | None = None,
+        require_pretrained: bool = True,
+        num_cameras: int = 0,
+        sie_factor: float = 1.0,
+        sfm: bool = True,
+        sfm_sharing: SFMSharing = "layer",
+        sfm_layers: SFMLayers = "all",
+        sfm_init: float = 0.1,
+        mask_perturbation: float = 0.1,
+        use_str: bool = True,
+        num_queries: int = 4,
+        fusion: Fusion = "hypergraph",
+        tau: float = 0.5,
+        chi_layers: int = 1,
+        num_heads: int | None = None,
+        freeze_text: bool = False,
+        retrieval: str = "global+fused",
+        test_feature: Literal["bn", "pre_bn"] = "bn",
+    ) -> None:
+        super().__init__()
+        if test_feature not in ("bn", "pre_bn"):
+            raise ValueError(f"test_feature must be 'bn' or 'pre_bn', not {test_feature!r}")
+        if not 0.0 <= mask_perturbation <= 1.0:
+            raise ValueError(f"mask_perturbation is a probability, got {mask_perturbation}")
+        heads_used = HEAD_NAMES if use_str else HEAD_NAMES[:1]
+        self.retrieval_heads = tuple(part.strip() for part in retrieval.split("+"))
+        bad = [name for name in self.retrieval_heads if name not in heads_used]
+        if bad or not self.retrieval_heads:
+            raise ValueError(f"retrieval {retrieval!r}: choose '+'-joined heads from {heads_used}")
+
+        clip = build_clip(backbone, image_size, weights, require_pretrained)
+        self.encoder = ClipVisualEncoder(clip.visual, project=True)  # shared by the three modalities
+        dim = self.encoder.out_dim  # D (512 for ViT-B-16)
+        m = len(MODALITIES)
+        self.feat_dim, self.num_cameras, self.sie_factor = dim, num_cameras, sie_factor
+        self.test_feature, self.use_str, self.mask_perturbation = test_feature, use_str, mask_perturbation
+        if num_cameras > 0:  # as the baseline (DeMo): trunc_normal(std 0.02), width of the transformer
+            self.sie_embed = nn.Parameter(torch.zeros(num_cameras, self.encoder.width))
+            nn.init.trunc_normal_(self.sie_embed, std=0.02)
+        else:
+            self.register_parameter("sie_embed", None)
+
+        self.sfm = (
+            SFMGates(len(self.encoder.blocks), self.encoder.num_heads, sfm_sharing, sfm_layers, sfm_init)
+            if sfm
+            else None
+        )
+        heads = num_heads if num_heads is not None else max(1, dim // 64)
+        self.text_encoder: ClipTextEncoder | None = None
+        self.reallocation: SemanticTokenReallocation | None = None
+        self.fusion: nn.Module | None = None
+        self.global_attention: CrossAttention | None = None
+        if use_str:
+            self.text_encoder = ClipTextEncoder(clip)
+            if self.text_encoder.out_dim != dim:
+                raise ValueError(f"text feature size {self.text_encoder.out_dim} differs from the visual D {dim}")
+            if freeze_text:
+                self.text_encoder.freeze()
+            self.reallocation = SemanticTokenReallocation(dim, num_queries, m, heads)
+            self.fusion = build_fusion(fusion, dim, m, num_queries, heads, tau, chi_layers)
+            self.global_attention = CrossAttention(dim, heads)  # Eq. 18
+        self.inputs = tuple(
+            name for name, needed in (("token_mask", sfm), ("captions", use_str)) if needed
+        )  # what the data side must supply for this configuration
+        sizes = {"global": m * dim, "fused": m * dim, "text": dim}
+        self.heads = nn.ModuleDict({name: BNNeckHead(sizes[name], num_classes) for name in heads_used})
+
+    # --- pieces --------------------------------------------------------------------------------------------------
+
+    def encode_text(self, captions: Sequence[str], device: torch.device) -> torch.Tensor:
+        """Fused captions (B strings) -> T (B, D), CLIP's EOT-pooled text feature.
+
+        Tokens past the longest caption's end-of-text are cut: under CLIP's causal mask they cannot change the
+        pooled feature, and the shorter context is much cheaper.
+        """
+        tokens = tokenize_captions(list(captions))  # (B, 77)
+        tokens = tokens[:, : int(eot_positions(tokens).max()) + 1].to(device)  # (B, L)
+        return self.text_encoder(tokens)  # (B, D)
+
+    def relation(self, token_mask: torch.Tensor, copies: int) -> torch.Tensor:
+        """Token mask (B, N) -> R (B * copies, 1 + N, 1 + N), repeated for the modalities (Eqs. 2, 6).
+
+        A row without any foreground patch (no mask) counts as all foreground; while training, background tokens
+        flip to foreground with probability ``mask_perturbation``.
+        """
+        if token_mask.dim() != 2 or token_mask.shape[1] != self.encoder.num_patches:
+            raise ValueError(
+                f"token_mask must be (B, {self.encoder.num_patches}) for grid {self.encoder.grid_size}, "
+                f"got {tuple(token_mask.shape)}"
+            )
+        mask = token_mask.bool()
+        mask = torch.where(mask.any(dim=1, keepdim=True), mask, torch.ones_like(mask))  # (B, N)
+        if self.training:
+            mask = perturb_mask(mask, self.mask_perturbation)
+        return foreground_relation(mask).repeat_interleave(copies, dim=0)  # (B * copies, 1 + N, 1 + N)
+
+    def backbone_tokens(
+        self, images: torch.Tensor, cls_bias: torch.Tensor | None, relation: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Images (B', 3, H, W) -> tokens (B', 1 + N, D) through blocks with SFM attention where gated."""
+        x = self.encoder.embed(images, cls_bias)  # (B', 1 + N, width)
+        for index, block in enumerate(self.encoder.blocks):
+            gates = self.sfm(index) if self.sfm is not None and relation is not None else None
+            x = sfm_block(block, x, relation, *gates) if gates is not None else block(x)
+        return self.encoder.head(x)  # (B', 1 + N, D)
+
+    # --- forward -------------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        camids: torch.Tensor | None = None,
+        missing: Sequence[str] = (),
+        token_mask: torch.Tensor | None = None,
+        captions: Mapping[str, Sequence[str]] | None = None,
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """images (B, 3 [rgb, nir, tir], 3, H, W); token_mask (B, N) bool (SFM); captions {"fused": B strings} (STR).
+
+        Returns ``features`` [G (B, 3D), U (B, 3D), T (B, D)] pre-BN (one per head; only G without STR),
+        ``bn_features`` likewise, and in train mode ``logits`` (one (B, num_classes) per head), in eval mode
+        ``retrieval`` (the ``retrieval`` heads concatenated). ``missing`` zeroes those modalities' images.
+        """
+        b, m = images.shape[:2]
+        if m != len(MODALITIES):
+            raise ValueError(f"expected images (B, {len(MODALITIES)}, 3, H, W), got {tuple(images.shape)}")
+        images = _zero_missing(images, missing)
+        cls_bias = None
+        if self.sie_embed is not None and camids is not None:
+            cls_bias = (self.sie_factor * self.sie_embed[camids]).repeat_interleave(m, dim=0)  # (B * 3, width)
+        relation = None
+        if self.sfm is not None:
+            if token_mask is None:
+                raise ValueError("STMI with SFM needs token_mask (B, N) bool")
+            relation = self.relation(token_mask.to(images.device), m)  # (B * 3, 1 + N, 1 + N)
+        tokens = self.backbone_tokens(images.flatten(0, 1), cls_bias, relation)  # (B * 3, 1 + N, D)
+        tokens = tokens.view(b, m, tokens.shape[1], self.feat_dim)  # (B, 3, 1 + N, D)
+        g = tokens[:, :, 0]  # (B, 3, D), Eq. 17
+        features = {"global": g.flatten(1)}  # (B, 3D)
+        if self.use_str:
+            if captions is None or "fused" not in captions:
+                raise ValueError("STMI with STR needs captions['fused'] (B strings)")
+            text = self.encode_text(captions["fused"], images.device)  # (B, D)
+            semantic = self.reallocation(tokens[:, :, 1:], text)  # (B, 3, K + 1, D), Eqs. 9-13
+            fused_tokens = self.fusion(semantic)  # (B, 3 (K + 1), D), Eqs. 14-16 (or Table 4)
+            u = self.global_attention(g, fused_tokens) + g  # (B, 3, D), Eq. 18
+            features["fused"] = u.flatten(1)  # (B, 3D)
+            features["text"] = text.to(u.dtype)  # (B, D)
+        bn_features, logits = {}, {}
+        for name, head in self.heads.items():
+            bn_features[name], logits[name] = head(features[name])
+        names = list(self.heads.keys())
+        out: dict[str, torch.Tensor | list[torch.Tensor]] = {
+            "features": [features[name] for name in names],
+            "bn_features": [bn_features[name] for name in names],
+        }
+        if self.training:
+            out["logits"] = [logits[name] for name in names]
+        else:
+            chosen = bn_features if self.test_feature == "bn" else features
+            out["retrieval"] = torch.cat([chosen[name] for name in self.retrieval_heads], dim=1)
+        return out
