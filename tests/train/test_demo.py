@@ -21,8 +21,8 @@ from reidtrain.models.demo_modules import (
     AttentionTriggeredMoE,
     HierarchicalDecoupling,
     PatchIntegratedExtractor,
-    zero_missing_modalities,
 )
+from reidtrain.models.heads import zero_missing_modalities
 
 TINY_C = 32  # projected token size of the tiny backbone
 IMAGE = (64, 32)  # 4 x 2 = 8 patches

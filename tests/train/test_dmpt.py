@@ -73,7 +73,7 @@ def test_trainable_fraction_is_reported_and_counts_only_new_parameters() -> None
     model = tiny_dmpt()
     report = model.parameter_report()
     new = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("encoder.", "text.")))
-    frozen_bn_bias = model.neck.bn.bias.numel()
+    frozen_bn_bias = model.neck.bottleneck.bias.numel()
     assert report["trainable"] == new - frozen_bn_bias
     assert report["total"] == sum(p.numel() for p in model.parameters())
     assert report["fraction_of_model"] == pytest.approx(report["trainable"] / report["total"])
@@ -262,7 +262,7 @@ def test_eval_outputs_and_missing_modalities() -> None:
     zeroed[:, 0] = 0.0
     torch.testing.assert_close(model(images, missing=("rgb",))["retrieval"], model(zeroed)["retrieval"])
     model.test_feature = "bn"
-    torch.testing.assert_close(model(images)["retrieval"], model.neck.bn(out["features"]))
+    torch.testing.assert_close(model(images)["retrieval"], model.neck.bottleneck(out["features"]))
 
 
 # --- end to end -----------------------------------------------------------------------------------------------------

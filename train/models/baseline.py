@@ -15,11 +15,10 @@ import torch
 from torch import nn
 
 from reidtrain.models.backbone import ClipVisualEncoder, build_clip_visual
+from reidtrain.models.heads import MODALITIES, zero_missing_modalities
 from reidtrain.models.registry import register_model
 
 __all__ = ["MODALITIES", "ClipBaseline"]
-
-MODALITIES: tuple[str, str, str] = ("rgb", "nir", "tir")
 
 
 @register_model("baseline")
@@ -92,12 +91,7 @@ class ClipBaseline(nn.Module):
         b, m = images.shape[:2]
         if m != len(MODALITIES):
             raise ValueError(f"expected images (B, {len(MODALITIES)}, 3, H, W), got {tuple(images.shape)}")
-        unknown = set(missing) - set(MODALITIES)
-        if unknown:
-            raise ValueError(f"unknown modalities in missing: {sorted(unknown)}; choose from {MODALITIES}")
-        if missing:
-            keep = torch.tensor([name not in missing for name in MODALITIES], device=images.device)
-            images = images * keep.view(1, m, 1, 1, 1).to(images.dtype)  # zero the missing modalities
+        images = zero_missing_modalities(images, missing)
         cls_bias = None
         if self.sie_embed is not None and camids is not None:
             cls_bias = self.sie_factor * self.sie_embed[camids]  # (B, width)

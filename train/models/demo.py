@@ -27,13 +27,11 @@ from torch import nn
 from reidtrain.models.backbone import ClipVisualEncoder, build_clip_visual
 from reidtrain.models.demo_modules import (
     EXPERT_SETS,
-    MODALITIES,
     AttentionTriggeredMoE,
-    BNNeck,
     HierarchicalDecoupling,
     PatchIntegratedExtractor,
-    zero_missing_modalities,
 )
+from reidtrain.models.heads import MODALITIES, BNNeck, zero_missing_modalities
 from reidtrain.models.registry import register_model
 
 __all__ = ["DeMo"]

@@ -1,5 +1,4 @@
-"""DeMo building blocks (Wang et al., AAAI 2025): PIFE (Eq. 2), HDM (Eqs. 3-8), ATMoE (Eqs. 9-15), and two small
-helpers shared with DMPT (missing-modality zeroing, the BNNeck classifier head).
+"""DeMo building blocks (Wang et al., AAAI 2025): PIFE (Eq. 2), HDM (Eqs. 3-8), ATMoE (Eqs. 9-15).
 
 Facts taken from the authors' public code where the paper is silent (read for facts only):
 
@@ -25,56 +24,15 @@ from torch import nn
 __all__ = [
     "EXPERT_NAMES",
     "EXPERT_SETS",
-    "MODALITIES",
     "AttentionTriggeredMoE",
-    "BNNeck",
     "HierarchicalDecoupling",
     "PatchIntegratedExtractor",
-    "zero_missing_modalities",
 ]
 
-MODALITIES: tuple[str, str, str] = ("rgb", "nir", "tir")
 # The decoupled features in the paper's order (Eq. 9): unimodal R, N, T; bimodal RN, NT, TR; trimodal RNT. Each
 # entry lists the modality indices (0 = RGB, 1 = NIR, 2 = TIR) whose tokens form the key set (Eqs. 3, 5, 7).
 EXPERT_SETS: tuple[tuple[int, ...], ...] = ((0,), (1,), (2,), (0, 1), (1, 2), (2, 0), (0, 1, 2))
 EXPERT_NAMES: tuple[str, ...] = ("R", "N", "T", "RN", "NT", "TR", "RNT")
-
-
-def zero_missing_modalities(images: torch.Tensor, missing: Sequence[str]) -> torch.Tensor:
-    """images (B, 3, 3, H, W) -> the same with the modalities named in ``missing`` set to zero (DeMo Tables 3-4).
-
-    Zero is the normalised mean colour, as the baseline and DeMo's missing-modality evaluation.
-    """
-    if images.ndim != 5 or images.shape[1] != len(MODALITIES):
-        raise ValueError(f"expected images (B, {len(MODALITIES)}, 3, H, W), got {tuple(images.shape)}")
-    unknown = set(missing) - set(MODALITIES)
-    if unknown:
-        raise ValueError(f"unknown modalities in missing: {sorted(unknown)}; choose from {MODALITIES}")
-    if not missing:
-        return images
-    keep = torch.tensor([name not in missing for name in MODALITIES], device=images.device, dtype=images.dtype)
-    return images * keep.view(1, len(MODALITIES), 1, 1, 1)
-
-
-class BNNeck(nn.Module):
-    """BNNeck (TransReID/DeMo): BatchNorm1d with its bias frozen at 0, then a bias-free linear classifier.
-
-    Init as the reference repos: BN weight 1, bias 0; classifier weights normal(std 0.001).
-    """
-
-    def __init__(self, dim: int, num_classes: int) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm1d(dim)
-        self.bn.bias.requires_grad_(False)
-        nn.init.ones_(self.bn.weight)
-        nn.init.zeros_(self.bn.bias)
-        self.classifier = nn.Linear(dim, num_classes, bias=False)
-        nn.init.normal_(self.classifier.weight, std=0.001)
-
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (B, D) -> (bn_features (B, D), logits (B, num_classes))."""
-        bn = self.bn(features)
-        return bn, self.classifier(bn)
 
 
 class PatchIntegratedExtractor(nn.Module):

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from reidtrain.models.backbone import ClipVisualEncoder, build_clip_visual
-from reidtrain.models.baseline import MODALITIES
+from reidtrain.models.heads import MODALITIES, zero_missing_modalities
 from reidtrain.models.mambapro_ma import MambaAggregation, MAMode
 from reidtrain.models.mambapro_pfa import ParallelFeedForwardAdapter, run_block
 from reidtrain.models.mambapro_srp import PromptMode, SynergisticResidualPrompt
@@ -190,12 +190,7 @@ class MambaPro(nn.Module):
         b, m = images.shape[:2]
         if m != len(MODALITIES):
             raise ValueError(f"expected images (B, {len(MODALITIES)}, 3, H, W), got {tuple(images.shape)}")
-        unknown = set(missing) - set(MODALITIES)
-        if unknown:
-            raise ValueError(f"unknown modalities in missing: {sorted(unknown)}; choose from {MODALITIES}")
-        if missing:
-            keep = torch.tensor([name not in missing for name in MODALITIES], device=images.device)
-            images = images * keep.view(1, m, 1, 1, 1).to(images.dtype)  # zero the missing modalities
+        images = zero_missing_modalities(images, missing)
         cls_bias = None
         if self.sie_embed is not None and camids is not None:
             cls_bias = (self.sie_factor * self.sie_embed[camids]).repeat(m, 1)  # (M B, width), modality-major

@@ -33,11 +33,10 @@ from torch import nn
 
 from reidtrain.data.text import eot_positions, tokenize_captions
 from reidtrain.models.backbone import ClipTextEncoder, ClipVisualEncoder, build_clip
-from reidtrain.models.baseline import MODALITIES
+from reidtrain.models.heads import MODALITIES, BNNeck, zero_missing_modalities
 from reidtrain.models.hypergraph import HypergraphFusion
 from reidtrain.models.registry import register_model
 from reidtrain.models.stmi_modules import (
-    BNNeckHead,
     CrossAttention,
     CrossModalMLP,
     SelfAttentionFusion,
@@ -54,17 +53,6 @@ __all__ = ["STMI", "build_fusion"]
 
 Fusion = Literal["hypergraph", "concat", "mlp", "self_attention"]
 HEAD_NAMES = ("global", "fused", "text")  # G, U, T (Eq. 20)
-
-
-def _zero_missing(images: torch.Tensor, missing: Sequence[str]) -> torch.Tensor:
-    """Zero the images of the ``missing`` modalities (the baseline's / DeMo's missing-modality protocol)."""
-    unknown = set(missing) - set(MODALITIES)
-    if unknown:
-        raise ValueError(f"unknown modalities in missing: {sorted(unknown)}; choose from {MODALITIES}")
-    if not missing:
-        return images
-    keep = torch.tensor([name not in missing for name in MODALITIES], device=images.device)
-    return images * keep.view(1, len(MODALITIES), 1, 1, 1).to(images.dtype)
 
 
 def build_fusion(
@@ -176,7 +164,7 @@ class STMI(nn.Module):
             name for name, needed in (("token_mask", sfm), ("captions", use_str)) if needed
         )  # what the data side must supply for this configuration
         sizes = {"global": m * dim, "fused": m * dim, "text": dim}
-        self.heads = nn.ModuleDict({name: BNNeckHead(sizes[name], num_classes) for name in heads_used})
+        self.heads = nn.ModuleDict({name: BNNeck(sizes[name], num_classes) for name in heads_used})
 
     # --- pieces --------------------------------------------------------------------------------------------------
 
@@ -236,7 +224,7 @@ class STMI(nn.Module):
         b, m = images.shape[:2]
         if m != len(MODALITIES):
             raise ValueError(f"expected images (B, {len(MODALITIES)}, 3, H, W), got {tuple(images.shape)}")
-        images = _zero_missing(images, missing)
+        images = zero_missing_modalities(images, missing)
         cls_bias = None
         if self.sie_embed is not None and camids is not None:
             cls_bias = (self.sie_factor * self.sie_embed[camids]).repeat_interleave(m, dim=0)  # (B * 3, width)

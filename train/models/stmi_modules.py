@@ -16,7 +16,6 @@ from torch import nn
 from reidtrain.models.backbone import split_qkv
 
 __all__ = [
-    "BNNeckHead",
     "CrossAttention",
     "CrossModalMLP",
     "FeedForward",
@@ -245,21 +244,3 @@ class SelfAttentionFusion(nn.Module):
 
 
 # --- heads -------------------------------------------------------------------------------------------------------
-
-
-class BNNeckHead(nn.Module):
-    """One supervised head of Eq. 19, as the baseline's: BatchNorm1d (bias frozen at 0) -> bias-free classifier."""
-
-    def __init__(self, dim: int, num_classes: int) -> None:
-        super().__init__()
-        self.bottleneck = nn.BatchNorm1d(dim)
-        self.bottleneck.bias.requires_grad_(False)
-        self.classifier = nn.Linear(dim, num_classes, bias=False)
-        nn.init.ones_(self.bottleneck.weight)
-        nn.init.zeros_(self.bottleneck.bias)
-        nn.init.normal_(self.classifier.weight, std=0.001)
-
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (B, D) -> (bn_features (B, D), logits (B, num_classes))."""
-        bn = self.bottleneck(features)
-        return bn, self.classifier(bn)
