@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/reidprep run --config pipeline.yaml
 	$(BIN)/reidprep report --config pipeline.yaml
 	$(BIN)/reidprep status --config pipeline.yaml
+	$(BIN)/reidtrain fit --config pipeline.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
