@@ -341,7 +341,10 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
             )
         state = torch.load(last_path, map_location="cpu", weights_only=True)
         start_epoch = int(state["epoch"])
-        echo(f"resuming {run} after epoch {start_epoch}")
+        if start_epoch >= config["epochs"]:
+            echo(f"{run} is already trained to epoch {start_epoch}; nothing to do (`--epochs N` or `--set epochs=N`)")
+        else:
+            echo(f"resuming {run} after epoch {start_epoch}")
     elif options.resume:
         raise FileNotFoundError(f"--resume: {last_path} does not exist")
     if env.is_main:

@@ -79,6 +79,9 @@ def test_resume_equals_an_uninterrupted_run(two_epochs: tuple[Path, str], shards
     second = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["loss"] for line in first] == [line["loss"] for line in second]
     assert [line["mAP"] for line in first] == [line["mAP"] for line in second]
+    again = _fit(shards, run, "--epochs", "2")  # a finished run: nothing trained, nothing rewritten
+    assert "already trained to epoch 2" in again and again.strip().splitlines()[-1].startswith("last epoch 2")
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_a_run_folder_of_another_config_is_refused(two_epochs: tuple[Path, str], shards: Path) -> None:
