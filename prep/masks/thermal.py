@@ -35,7 +35,7 @@ from reidprep.masks.base import MaskPrediction, MaskProvider
 from reidschemas import Modality
 from reidschemas.config import ThermalConfig
 
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
 """Bump when the same image and parameters would give a different mask or score."""
 SEED_FACTOR = 3.0
 """A region unlike its row's background is kept if it differs by this many tolerances somewhere (hysteresis)."""
@@ -79,12 +79,15 @@ def disk(radius: int) -> np.ndarray:
     return xx * xx + yy * yy <= radius * radius + radius  # "+ r" rounds the rim like a drawn circle
 
 
-SPLIT_GAP = 6
-"""Pixels: the widest gap a pole may leave between the two halves of one object."""
+SPLIT_GAP = 0.0625
+"""The widest gap a pole may leave between the two halves of one object, as a fraction of the crop height: a
+street pole in front of a person is up to about 5 % of the person's height wide, and the opening widens the gap by a
+pixel or two on each side (16 pixels at 256 high). Version 1 used 6 pixels, which missed the wider poles."""
 
 
-def central_component(mask: np.ndarray) -> np.ndarray:
-    """The 8-connected component containing the centre pixel, else the one with a pixel nearest the centre."""
+def central_component(mask: np.ndarray, split_gap: float = SPLIT_GAP) -> np.ndarray:
+    """The 8-connected component containing the centre pixel, else the one with a pixel nearest the centre, plus its
+    other half when a pole cuts it in two (a component beside it within ``split_gap`` x height pixels)."""
     labels, n = ndimage.label(mask, structure=_EIGHT)
     if n == 0:
         return np.zeros_like(mask, dtype=bool)
@@ -108,7 +111,7 @@ def central_component(mask: np.ndarray) -> np.ndarray:
         part_cols = np.flatnonzero(part.any(axis=0))
         overlap = np.intersect1d(rows, part_rows).size / max(rows.size, 1)
         gap = max(part_cols[0] - cols[-1], cols[0] - part_cols[-1])
-        if overlap >= 0.5 and gap <= SPLIT_GAP:
+        if overlap >= 0.5 and gap <= split_gap * h:
             keep |= part
     return keep
 
