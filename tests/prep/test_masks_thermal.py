@@ -67,9 +67,10 @@ def test_synthetic_persons_masks_are_bool_at_image_size_and_beat_plain_otsu(pers
 
 
 @pytest.mark.slow
-def test_held_out_synthetic_persons_reach_the_issue_target(tmp_path: Path) -> None:
-    """The issue's target, on the benchmark's held-out protocol: defaults tuned on seeds 0-2, scored on the 720
-    persons of seeds 3-6 (bench/thermal_iou.py: 0.803; fresh seeds 7-10 give 0.799, so the margin is thin)."""
+def test_held_out_synthetic_persons_stay_at_the_measured_level(tmp_path: Path) -> None:
+    """A guard at the benchmark's held-out protocol (defaults tuned on seeds 0-2, scored on the 720 persons of seeds
+    3-6; bench/thermal_iou.py: 0.803). Not a proof of the issue's 0.8 target: fresh seeds 7-10 give 0.799 and the
+    demo's 320 persons (seed 0, 40 ids x 8) 0.770, so the target is at the edge of what this baseline does."""
     ious = []
     for seed in (3, 4, 5, 6):
         root = generate_dataset(tmp_path / str(seed), kind="person", ids=30, images_per_id=6, seed=seed).root
