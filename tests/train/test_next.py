@@ -334,7 +334,7 @@ def test_registered_model_shapes_in_train_and_eval() -> None:
     assert set(out["sampling_masks"].unique().tolist()) <= {0.0, 1.0}
     out = model.eval()(images, captions=caps)
     assert "logits" not in out and out["retrieval"].shape == (4, width)
-    torch.testing.assert_close(out["retrieval"], out["bn_features"])
+    torch.testing.assert_close(out["retrieval"], out["features"])  # before the BNNeck
     assert NEXT.inputs == ("captions",)
 
 

@@ -315,7 +315,7 @@ def test_forward_shapes_inputs_and_retrieval() -> None:
     model.eval()
     with torch.no_grad():
         out = model(data["images"], token_mask=data["token_mask"], captions=data["captions"])
-    torch.testing.assert_close(out["retrieval"], torch.cat(out["bn_features"][:2], dim=1))  # G and U after BNNeck
+    torch.testing.assert_close(out["retrieval"], torch.cat(out["features"][:2], dim=1))  # G and U before the BNNecks
     assert "logits" not in out
     text_only = tiny_stmi(retrieval="text", test_feature="pre_bn").eval()
     with torch.no_grad():

@@ -32,7 +32,8 @@ class ClipBaseline(nn.Module):
         weights: local CLIP checkpoint; None needs ``require_pretrained=False`` (random init).
         num_cameras: cameras for SIE; 0 switches SIE off.
         sie_factor: scale of the camera embedding (1.0 in TransReID/DeMo).
-        test_feature: eval-mode retrieval feature, "bn" (after the BNNeck, as the reference repos test) or "pre_bn".
+        test_feature: eval-mode retrieval feature, "pre_bn" (before the BNNeck, as the reference configs test:
+            ``TEST.NECK_FEAT: 'before'`` in the TransReID / DeMo / MambaPro lineage) or "bn" (after it).
         project: pass tokens through CLIP's ``proj`` (D = 512 for ViT-B-16, as DeMo) or keep the width (768).
     """
 
@@ -45,7 +46,7 @@ class ClipBaseline(nn.Module):
         require_pretrained: bool = True,
         num_cameras: int = 0,
         sie_factor: float = 1.0,
-        test_feature: Literal["bn", "pre_bn"] = "bn",
+        test_feature: Literal["bn", "pre_bn"] = "pre_bn",
         project: bool = True,
     ) -> None:
         super().__init__()
@@ -80,7 +81,7 @@ class ClipBaseline(nn.Module):
 
         Returns ``features`` (B, 3D) pre-BN (triplet loss) and ``bn_features`` (B, 3D); in train mode also
         ``logits`` (B, num_classes); in eval mode also ``retrieval`` (B, 3D), the feature to rank with
-        (``bn_features`` by default, see ``test_feature``).
+        (``features`` by default, see ``test_feature``).
 
         ``missing`` names modalities absent at test time (e.g. ``("rgb",)``): their images are replaced by zeros
         (the normalised mean colour) before the backbone, as DeMo's missing-modality evaluation (Tables 3-4). The

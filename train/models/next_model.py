@@ -83,7 +83,7 @@ class NEXT(nn.Module):
         require_pretrained: bool = True,
         num_cameras: int = 0,
         sie_factor: float = 1.0,
-        test_feature: Literal["bn", "pre_bn"] = "bn",
+        test_feature: Literal["bn", "pre_bn"] = "pre_bn",
         use_mmfa: bool = True,
         use_tmse: bool = True,
         use_csse: bool = True,

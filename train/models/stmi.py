@@ -7,7 +7,7 @@ the three class tokens G then attend over the fused tokens, U = CrossAttn(G, H',
 
 Supervision (Eqs. 19-20): L = Lg(G) + Lg(U) + Lg(T), each label-smoothed CE + triplet; ``forward`` returns the three
 pre-BN features (triplet) and the three heads' logits (CE), each head with its own BNNeck + classifier. Retrieval:
-the BNNeck features of G and U concatenated (B, 6D) by default (``retrieval``).
+the features of G and U before their BNNecks, concatenated (B, 6D), by default (``retrieval``, ``test_feature``).
 
 Ablations (``model_options``): ``use_str=False`` (Table 3 B: SFM only, no STR / CHI / U / text; with ``sfm=False``
 too it is the baseline, Table 3 A), ``fusion="concat"`` (Table 3 C = Table 4 A: CHI removed, the concatenated
@@ -89,7 +89,7 @@ class STMI(nn.Module):
         num_heads: heads of STR's / Eq. 18's cross-attention; None: D // 64 (8 for ViT-B-16's 512), at least 1.
         freeze_text: freeze the CLIP text tower (the paper trains it: False).
         retrieval: "+"-joined heads for the test feature, from "global", "fused", "text" (default "global+fused").
-        test_feature: "bn" (after each head's BNNeck, as the baseline) or "pre_bn".
+        test_feature: "pre_bn" (before each head's BNNeck, as the baseline and the reference configs) or "bn".
     """
 
     inputs: tuple[str, ...] = ("token_mask", "captions")
@@ -116,7 +116,7 @@ class STMI(nn.Module):
         num_heads: int | None = None,
         freeze_text: bool = False,
         retrieval: str = "global+fused",
-        test_feature: Literal["bn", "pre_bn"] = "bn",
+        test_feature: Literal["bn", "pre_bn"] = "pre_bn",
     ) -> None:
         super().__init__()
         if test_feature not in ("bn", "pre_bn"):
