@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from reidtrain.batch import forward_inputs, item_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import EvalTransform
-from reidtrain.data.shards import LabelMap, ShardDataset
+from reidtrain.data.shards import LabelMap, ShardDataset, ShardIndex
 from reidtrain.metrics import evaluate_rank
 from reidtrain.models import create_model
 
@@ -28,7 +28,6 @@ __all__ = [
     "EvalResult",
     "Ranking",
     "chance_map",
-    "evaluate",
     "extract_features",
     "load_run_model",
     "rank_gallery",
@@ -147,11 +146,15 @@ def rank_gallery(
     missing: Sequence[str] = (),
     num_workers: int = 0,
     labels: LabelMap | None = None,
+    index: ShardIndex | None = None,
 ) -> Ranking:
-    """Features of every query and gallery row of ``shards_dir`` (model left in eval mode) and their distances."""
+    """Features of every query and gallery row of ``shards_dir`` (model left in eval mode) and their distances.
+
+    ``index``: the shard set's already loaded index (the trainer passes its own, so an epoch reads no metadata).
+    """
     inputs = model_inputs(model)
     columns = shard_columns(inputs)
-    query = ShardDataset(shards_dir, "query", columns=columns)
+    query = ShardDataset(shards_dir, "query", columns=columns, index=index)
     gallery = ShardDataset(shards_dir, "gallery", columns=columns, index=query.index)
     labels = labels if labels is not None else query.label_map()
     transform = EvalTransform(size=tuple(image_size))
@@ -187,19 +190,6 @@ def chance_map(ranking: Ranking, draws: int = 5, seed: int = 0) -> float:
     return float(
         np.mean([score(replace(ranking, distmat=rng.random(ranking.distmat.shape))).mAP for _ in range(draws)])
     )
-
-
-def evaluate(
-    model: nn.Module,
-    shards_dir: Path,
-    image_size: tuple[int, int],
-    device: torch.device,
-    missing: Sequence[str] = (),
-    num_workers: int = 0,
-    labels: LabelMap | None = None,
-) -> EvalResult:
-    """Rank the gallery for every query of ``shards_dir`` with ``model`` (left in eval mode) and score it."""
-    return score(rank_gallery(model, shards_dir, image_size, device, missing, num_workers, labels))
 
 
 def resolve_checkpoint(run: Path, checkpoint: str) -> Path:

@@ -50,8 +50,9 @@ def _checkpoints(run: Path, checkpoint: str) -> list[str]:
         return [checkpoint]
     if not (run / "best.pt").is_file():
         return ["last"]
-    best = torch.load(run / "best.pt", map_location="cpu", weights_only=True)["epoch"]
-    last = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["epoch"]
+    # mmap: read the epoch without loading the weights and optimizer state
+    best = torch.load(run / "best.pt", map_location="cpu", weights_only=True, mmap=True)["epoch"]
+    last = torch.load(run / "last.pt", map_location="cpu", weights_only=True, mmap=True)["epoch"]
     return ["last"] if best == last else ["last", "best"]
 
 

@@ -162,7 +162,7 @@ class TrainItems(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.dataset[i]
-        out = self.transform(item["images"], item["mask"])  # torch's global RNG: seeded, saved, restored
+        out = self.transform(item["images"], item["mask"])  # torch's global RNG, reseeded every epoch
         return {
             "images": out["images"],
             "label": self.labels.pid_to_label[int(item["pid"])],
@@ -448,7 +448,13 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
         result = None
         if env.is_main:
             ranking = rank_gallery(
-                model, shards, recipe.image_size, device, num_workers=options.num_workers, labels=labels
+                model,
+                shards,
+                recipe.image_size,
+                device,
+                num_workers=options.num_workers,
+                labels=labels,
+                index=index_only.index,
             )
             result = score(ranking)
         result = broadcast_object(result, env)
