@@ -64,6 +64,18 @@ class ThermalConfig(_Section):
     opening_radius: int = Field(1, ge=0, description="morphological opening radius (removes specks)")
     closing_radius: int = Field(3, ge=0, description="morphological closing radius (bridges gaps)")
     fill_holes: bool = True
+    fill_enclosed: bool = Field(
+        True,
+        description="also fill pixels with foreground on all four sides in their row and column (a cold backpack or "
+        "window inside the outline that is open at one point)",
+    )
+    vertical_opening: float = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="opening with a vertical line this fraction of the crop height: removes warm horizontal bands "
+        "thinner than it (a kerb, a sunlit road edge) that touch the object; 0=off",
+    )
     background_margin: float = Field(
         0.125, ge=0.0, lt=0.5, description="each row's background from this fraction of the width at both sides; 0=off"
     )

@@ -13,8 +13,11 @@ Per image (H, W, 3) uint8, grey in three channels:
    the tolerance are kept only if they differ by 3x somewhere). This removes the horizontal bands of a street
    scene (sky, facades, sunlit road) that a global threshold otherwise joins to the object.
 3. Otsu threshold of the grey levels; foreground = warmer and unlike the background; opening then closing with
-   disks, holes filled, the 8-connected component containing the centre pixel (else the one with a pixel nearest
-   it) kept.
+   disks; enclosed pixels filled (``fill_enclosed``: foreground to the left, right, above and below them, such as a
+   cold backpack or window that the threshold leaves open at one point, so hole filling alone misses it); opening
+   with a vertical line (``vertical_opening``: a warm kerb or road edge touching the object is a horizontal band
+   thinner than any upright part of it); holes filled; the 8-connected component containing the centre pixel
+   (else the one with a pixel nearest it) kept.
 4. If that component covers more than ``max_area`` of the crop, it is background (a warm ground plane, the whole
    scene below the sky): the warmer class is split again with Otsu, up to ``otsu_levels`` splits, unless a split
    leaves less than ``min_area`` (then the previous one stands).
@@ -35,7 +38,7 @@ from reidprep.masks.base import MaskPrediction, MaskProvider
 from reidschemas import Modality
 from reidschemas.config import ThermalConfig
 
-ALGORITHM_VERSION = 2
+ALGORITHM_VERSION = 3
 """Bump when the same image and parameters would give a different mask or score."""
 SEED_FACTOR = 3.0
 """A region unlike its row's background is kept if it differs by this many tolerances somewhere (hysteresis)."""
@@ -135,6 +138,20 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return mask | hole[labels]
 
 
+def fill_enclosed(mask: np.ndarray) -> np.ndarray:
+    """``mask`` plus every pixel with mask pixels to its left and right in its row and above and below in its column.
+
+    Hole filling needs a closed outline; a cold backpack on a warm back or a car's cold windows often leave the
+    outline open at one point (a strap, a pillar at background temperature), and then this still fills them. Gaps
+    open to one side (between the legs, under a car) stay open.
+    """
+    left = np.logical_or.accumulate(mask, axis=1)
+    right = np.logical_or.accumulate(mask[:, ::-1], axis=1)[:, ::-1]
+    above = np.logical_or.accumulate(mask, axis=0)
+    below = np.logical_or.accumulate(mask[::-1], axis=0)[::-1]
+    return mask | (left & right & above & below)
+
+
 def hysteresis(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """Pixels above ``low`` in 8-connected regions that reach above ``high`` somewhere."""
     labels, n = ndimage.label(values > low, structure=_EIGHT)
@@ -225,13 +242,19 @@ class ThermalMasker(MaskProvider):
         return np.hypot(ndimage.sobel(grey, axis=0), ndimage.sobel(grey, axis=1))
 
     def _clean(self, mask: np.ndarray) -> np.ndarray:
-        """Opening, closing, hole filling, then the central component."""
+        """Opening, closing, enclosed fill, vertical opening, hole filling, then the central component."""
         if self._opening is not None:
             mask = ndimage.binary_opening(mask, self._opening)
         if self._closing is not None:
             # padded with the edge so that closing does not erode the object where it touches the border
             r = self.config.closing_radius
             mask = ndimage.binary_closing(np.pad(mask, r, mode="edge"), self._closing)[r:-r, r:-r]
+        if self.config.fill_enclosed:
+            mask = fill_enclosed(mask)
+        length = round(self.config.vertical_opening * mask.shape[0])
+        if length > 1:
+            line = np.ones((length, 1), dtype=bool)  # (length, 1) vertical structuring element
+            mask = ndimage.binary_opening(np.pad(mask, length, mode="edge"), line)[length:-length, length:-length]
         if self.config.fill_holes:
             mask = fill_holes(mask)
         return central_component(mask)

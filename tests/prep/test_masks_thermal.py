@@ -59,7 +59,7 @@ def test_synthetic_persons_masks_are_bool_at_image_size_and_beat_plain_otsu(pers
         assert prediction.mask.any() and 0.0 < prediction.score <= 1.0
     ious = _ious(ThermalConfig(), images, truths)
     plain = _ious(ThermalConfig(background_margin=0.0, otsu_levels=1), images, truths)  # the textbook pipeline
-    # bench/thermal_iou.py on 720 held-out persons (seeds 3-6): 0.803 overall, 0.83 at night.
+    # bench/thermal_iou.py on 720 held-out persons (seeds 3-6): 0.826 overall, 0.86 at night.
     assert ious.mean() >= 0.6 and ious[night].mean() >= 0.7
     assert ious.mean() >= plain.mean() + 0.15
     scores = np.array([p.score for p in predictions])
@@ -68,9 +68,8 @@ def test_synthetic_persons_masks_are_bool_at_image_size_and_beat_plain_otsu(pers
 
 @pytest.mark.slow
 def test_held_out_synthetic_persons_stay_at_the_measured_level(tmp_path: Path) -> None:
-    """A guard at the benchmark's held-out protocol (defaults tuned on seeds 0-2, scored on the 720 persons of seeds
-    3-6; bench/thermal_iou.py: 0.803). Not a proof of the issue's 0.8 target: fresh seeds 7-10 give 0.799 and the
-    demo's 320 persons (seed 0, 40 ids x 8) 0.770, so the target is at the edge of what this baseline does."""
+    """The issue's target (mean IoU >= 0.8) on 720 persons the defaults were not chosen on (seeds 3-6; chosen on seeds
+    0-2 and the demo's persons). bench/thermal_iou.py: 0.826 here, 0.827 on seeds 7-10, 0.812 on fresh seeds 11-14."""
     ious = []
     for seed in (3, 4, 5, 6):
         root = generate_dataset(tmp_path / str(seed), kind="person", ids=30, images_per_id=6, seed=seed).root
@@ -140,11 +139,52 @@ def test_opening_radius_removes_a_thin_warm_structure():
     arm[100:104, CX:106] = True  # 4 px thick, held out sideways (short of the margin the background comes from)
     arm &= ~person
     image = _thermal(np.where(person | arm, 170.0, 70.0), noise=2.0)
-    (kept,) = ThermalMasker(ThermalConfig()).predict([image], "tir")
-    (opened,) = ThermalMasker(ThermalConfig(opening_radius=3)).predict([image], "tir")
+    (kept,) = ThermalMasker(ThermalConfig(vertical_opening=0.0)).predict([image], "tir")
+    (opened,) = ThermalMasker(ThermalConfig(opening_radius=3, vertical_opening=0.0)).predict([image], "tir")
     assert (kept.mask & arm).sum() > 0.8 * arm.sum()
     assert (opened.mask & arm).sum() < 0.2 * arm.sum() and not opened.mask[100:104, 95:].any()  # a stump at most
     assert mask_iou(opened.mask, person) > 0.9
+
+
+def test_vertical_opening_cuts_a_thin_warm_horizontal_band_off_the_person():
+    """A warm kerb 8 px high touching the person's side, short of the margins the background comes from."""
+    person = _ellipse()
+    kerb = np.zeros((H, W), dtype=bool)
+    kerb[120:128, CX:108] = True
+    kerb &= ~person
+    image = _thermal(np.where(person | kerb, 170.0, 70.0), noise=2.0)
+    (cut,) = ThermalMasker(ThermalConfig()).predict([image], "tir")  # default: a line of 0.05 x 256 = 13 px
+    (joined,) = ThermalMasker(ThermalConfig(vertical_opening=0.0)).predict([image], "tir")
+    assert (joined.mask & kerb).sum() > 0.8 * kerb.sum()
+    assert not cut.mask[120:128, 95:].any() and (cut.mask & kerb).sum() < 0.2 * kerb.sum()
+    assert mask_iou(cut.mask, person) > 0.9
+    # the same line keeps every upright part: a 4 px wide vertical leg below the ellipse stays
+    leg = np.zeros((H, W), dtype=bool)
+    leg[CY + RY - 5 : H - 10, CX - 2 : CX + 2] = True
+    (with_leg,) = ThermalMasker(ThermalConfig()).predict([_thermal(np.where(person | leg, 170.0, 70.0))], "tir")
+    assert with_leg.mask[leg & ~person].mean() > 0.9
+
+
+def test_fill_enclosed_fills_a_cold_backpack_whose_outline_is_open():
+    """A cold backpack on the back, joined to the background by a cold strap over the shoulder: the outline is open,
+    so hole filling misses it; ``fill_enclosed`` fills it (foreground on all four sides)."""
+    person = _ellipse()
+    backpack = np.zeros((H, W), dtype=bool)
+    backpack[90:150, CX - 12 : CX + 12] = True
+    yy, xx = np.mgrid[0:H, 0:W]
+    # 8 px wide (wider than the closing bridges), from the backpack's top corner up and out over the right shoulder
+    strap = (yy <= 92) & (np.abs(xx - (CX + 8 + 0.8 * (92 - yy))) <= 4)
+    cold = backpack | strap
+    image = _thermal(np.where(person & ~cold, 170.0, 70.0), noise=2.0)
+    (filled,) = ThermalMasker(ThermalConfig()).predict([image], "tir")
+    (open_,) = ThermalMasker(ThermalConfig(fill_enclosed=False)).predict([image], "tir")
+    assert open_.mask[backpack].mean() < 0.2  # the hole is open at the strap
+    assert filled.mask[backpack].mean() > 0.95 and mask_iou(filled.mask, person) > 0.95
+    # a gap open to one side stays open: the space between two legs
+    legs = person.copy()
+    legs[CY + 20 :, CX - 4 : CX + 4] = False
+    (between,) = ThermalMasker(ThermalConfig()).predict([_thermal(np.where(legs, 170.0, 70.0), noise=2.0)], "tir")
+    assert not between.mask[CY + 40 : CY + RY - 10, CX - 1 : CX + 1].any()
 
 
 def test_fill_holes_parameter():
@@ -152,7 +192,7 @@ def test_fill_holes_parameter():
     hole = _ellipse(ry=20, rx=8)  # a cold flask held against the chest
     image = _thermal(np.where(person & ~hole, 170.0, 70.0), noise=2.0)
     (filled,) = ThermalMasker(ThermalConfig()).predict([image], "tir")
-    (open_,) = ThermalMasker(ThermalConfig(fill_holes=False)).predict([image], "tir")
+    (open_,) = ThermalMasker(ThermalConfig(fill_holes=False, fill_enclosed=False)).predict([image], "tir")
     assert filled.mask[hole].all()
     assert not open_.mask[CY, CX] and open_.mask[hole].mean() < 0.2
 
