@@ -4,13 +4,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The editable install is strict (a link per file, as a wheel would hold): adding or removing a file reinstalls.
+FILES := $(VENV)/.package-files
+$(shell mkdir -p $(VENV) && find prep train schemas -path '*/__pycache__' -prune -o -type f -print | sort > $(FILES).new \
+	&& (cmp -s $(FILES).new $(FILES) || mv $(FILES).new $(FILES)); rm -f $(FILES).new)
 
 .PHONY: install demo test lint format clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(FILES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade "pip>=24"
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --config-settings editable_mode=strict -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,6 +31,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

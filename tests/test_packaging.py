@@ -1,10 +1,13 @@
-"""Packaging rules: every package is installed, the data files ship, prep and train stay independent."""
+"""Packaging rules: folder name = import name, the data files ship, prep and train stay independent."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import tomllib
 from pathlib import Path
+
+import pytest
 
 from reidschemas.resources import data_root
 
@@ -12,20 +15,26 @@ REPO = Path(__file__).resolve().parents[1]
 FOLDER_OF = {"reidprep": "prep", "reidtrain": "train", "reidschemas": "schemas"}
 
 
-def test_every_package_folder_is_listed_in_pyproject():
-    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = set()
-    for package, folder in FOLDER_OF.items():
-        for init in (REPO / folder).rglob("__init__.py"):
-            relative = init.parent.relative_to(REPO / folder).parts
-            found.add(".".join((package, *relative)))
-    assert found <= listed, f"add these to [tool.setuptools] packages: {sorted(found - listed)}"
+def test_pyproject_finds_packages_instead_of_listing_them():
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "packages" not in setuptools and "package-dir" not in setuptools
+    assert sorted(setuptools["packages"]["find"]["where"]) == sorted(FOLDER_OF.values())
 
 
-def test_templates_are_reachable_as_package_data():
-    templates = data_root().joinpath("templates")
-    names = {entry.name for entry in templates.iterdir()}
+@pytest.mark.parametrize(("package", "folder"), sorted(FOLDER_OF.items()))
+def test_each_top_level_folder_holds_the_package_of_its_import_name(package: str, folder: str):
+    module = importlib.import_module(package)
+    assert module.__file__ is not None
+    assert Path(module.__file__).resolve().parent == REPO / folder / package
+    assert [p.name for p in (REPO / folder).iterdir() if p.is_dir() and p.name != "__pycache__"] == [package]
+    assert not (REPO / folder / "__init__.py").exists(), f"{folder}/ is a plain folder, not a package"
+
+
+def test_templates_and_recipes_are_reachable_as_package_data():
+    names = {entry.name for entry in data_root().joinpath("templates").iterdir()}
     assert {"attributes_pedestrian.json", "attributes_vehicle.json", "caption_pedestrian.txt"} <= names
+    assert any(entry.name == "stmi-rgbnt201.yaml" for entry in data_root().joinpath("recipes").iterdir())
+    assert (REPO / "data").resolve() == (REPO / "schemas" / "reidschemas" / "data")
 
 
 def _imported_packages(folder: str) -> set[str]:

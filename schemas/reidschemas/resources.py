@@ -1,22 +1,14 @@
-"""Locate the project's data files (templates), installed as the package ``reidschemas.data``."""
+"""Locate the project's data files (templates, recipes), shipped as the package data ``reidschemas/data``."""
 
 from __future__ import annotations
 
 from importlib import resources
 from importlib.abc import Traversable
-from pathlib import Path
 
 
 def data_root() -> Traversable:
-    """The ``data/`` folder: the installed ``reidschemas.data`` package, else the source tree's folder."""
-    try:
-        root = resources.files("reidschemas.data")
-        if root.joinpath("templates").is_dir():
-            return root
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parent.parent / "data"
-
+    """The ``reidschemas/data`` folder (the repository's top-level ``data/`` links to it)."""
+    return resources.files("reidschemas").joinpath("data")
 
 def read_text(relative: str) -> str:
     """Read a data file, e.g. ``read_text("templates/attributes_pedestrian.json")``."""
