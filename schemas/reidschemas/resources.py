@@ -10,6 +10,7 @@ def data_root() -> Traversable:
     """The ``reidschemas/data`` folder (the repository's top-level ``data/`` links to it)."""
     return resources.files("reidschemas").joinpath("data")
 
+
 def read_text(relative: str) -> str:
     """Read a data file, e.g. ``read_text("templates/attributes_pedestrian.json")``."""
     path = data_root()
