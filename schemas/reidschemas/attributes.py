@@ -145,6 +145,7 @@ class AttributeSet(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _in_vocabulary(cls, attribute: AttributeValue, info: ValidationInfo) -> AttributeValue:
+        assert info.field_name is not None  # a field validator always runs for a named field
         spec = load_template(cls.kind).spec(info.field_name)
         if attribute.value is None or spec.options is None:
             return attribute

@@ -18,7 +18,8 @@ def token_fractions(mask: np.ndarray, patch: int = 16, stride: int = 16) -> np.n
     Summed-area table: each patch sum is four lookups, so overlapping strides cost no more than disjoint ones.
     A 256x128 mask with patch = stride = 16 gives a 16x8 grid.
     """
-    rows, cols = patch_grid(*mask.shape, patch, stride)
+    height, width = mask.shape
+    rows, cols = patch_grid(height, width, patch, stride)
     table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)  # (H+1, W+1)
     table[1:, 1:] = mask.astype(np.int64).cumsum(axis=0).cumsum(axis=1)
     top = np.arange(rows) * stride  # (rows,)
