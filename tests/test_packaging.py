@@ -17,7 +17,8 @@ FOLDER_OF = {"reidprep": "prep", "reidtrain": "train", "reidschemas": "schemas"}
 
 def test_pyproject_finds_packages_instead_of_listing_them():
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert "packages" not in setuptools and "package-dir" not in setuptools
+    assert list(setuptools["packages"]) == ["find"], "packages are found, never listed by hand"
+    assert "package-dir" not in setuptools
     assert sorted(setuptools["packages"]["find"]["where"]) == sorted(FOLDER_OF.values())
 
 
