@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from rank_reference import reference_evaluate_rank  # tests/train/ is on sys.path (rootdir-relative test module)
 
 import reidtrain.metrics as metrics
-from reidtrain.metrics import RankResult, evaluate_rank
+from reidtrain.metrics import RankResult, evaluate_rank, expected_random_map
 
 # One query (id 7, camera 0, scene 5) against six gallery items listed nearest first.
 #   index:    0    1    2    3    4    5
@@ -260,3 +261,31 @@ def test_rank_order_codes_match_a_stable_argsort():
         code = rng.integers(0, 3, (50, n_g)).astype(np.int8)
         stable = np.take_along_axis(code, np.argsort(dist, axis=1, kind="stable"), axis=1)
         np.testing.assert_array_equal(metrics._codes_in_rank_order(dist, code), stable)
+
+
+def _mean_map_over_every_ranking(q_pids, g_pids, q_cams, g_cams) -> float:
+    """Oracle: the mAP averaged over all n_g! orderings of the gallery (each query ranks the gallery the same way)."""
+    maps = []
+    for order in itertools.permutations(range(len(g_pids))):
+        dist = np.tile(np.argsort(order).astype(float), (len(q_pids), 1))  # gallery item i sits at rank order⁻¹(i)
+        maps.append(evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams).mAP)
+    return float(np.mean(maps))
+
+
+@pytest.mark.parametrize(
+    ("q_pids", "g_pids", "q_cams", "g_cams"),
+    [
+        ([1], [1, 2, 3, 4, 5, 6], [0], [1, 1, 1, 1, 1, 1]),  # one match among six
+        ([1, 2], [1, 1, 2, 3, 3, 1], [0, 0], [1, 2, 1, 1, 2, 0]),  # same-camera item removed for query 1
+        ([1, 2, 3], [1, 1, 1, 2, 2, 3, 4], [5, 5, 5], [1, 2, 3, 1, 2, 1, 1]),  # 3, 2 and 1 matches of 7
+    ],
+)
+def test_expected_random_map_is_the_mean_over_every_ordering(q_pids, g_pids, q_cams, g_cams):
+    exact = expected_random_map(q_pids, g_pids, q_cams, g_cams)
+    assert exact == pytest.approx(_mean_map_over_every_ranking(q_pids, g_pids, q_cams, g_cams), abs=1e-12)
+
+
+def test_expected_random_map_follows_the_scene_rule():
+    # Query 1 (scene 7) loses its two same-scene matches (cameras differ): one match among three items is left.
+    exact = expected_random_map([1], [1, 1, 1, 2, 3], [0], [1, 2, 3, 4, 5], q_sceneids=[7], g_sceneids=[7, 7, 8, 8, 8])
+    assert exact == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)

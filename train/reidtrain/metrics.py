@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RankResult", "evaluate_rank"]
+__all__ = ["RankResult", "evaluate_rank", "expected_random_map"]
 
 # Queries are scored in chunks of at most this many query x gallery cells, so that one chunk's int64 sort
 # indices take at most 128 MB (its other per-cell arrays are int8 and bool, its sorted distances <= 8 bytes a cell).
@@ -204,3 +204,36 @@ def evaluate_rank(
         num_valid_queries=n_valid,
         num_skipped_queries=n_q - n_valid,
     )
+
+
+def expected_random_map(
+    q_pids: Any,
+    g_pids: Any,
+    q_camids: Any,
+    g_camids: Any,
+    q_sceneids: Any = None,
+    g_sceneids: Any = None,
+) -> float:
+    """The exact expected mAP of a uniformly random ranking under :func:`evaluate_rank`'s protocol (chance level).
+
+    Per valid query with n gallery items left after the removal rule and m true matches among them, a true match
+    at rank r (uniform on 1..n) has on average (r - 1)(m - 1)/(n - 1) other matches above it, so
+    E[AP] = (1/n) * sum_r [1/r + (m - 1)/(n - 1) * (r - 1)/r] = (H_n + (m - 1)(n - H_n)/(n - 1)) / n,
+    with H_n the n-th harmonic number (E[AP] = 1 when n = 1). Averaged over the valid queries, as the mAP is.
+    """
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    if (q_sceneids is None) != (g_sceneids is None):
+        raise ValueError("give both q_sceneids and g_sceneids (MSVR310 rule) or neither (camera rule)")
+    q_group = np.asarray(q_camids if q_sceneids is None else q_sceneids)
+    g_group = np.asarray(g_camids if g_sceneids is None else g_sceneids)
+    same_id = q_pids[:, None] == g_pids[None, :]  # (n_q, n_g)
+    removed = same_id & (q_group[:, None] == g_group[None, :])  # (n_q, n_g)
+    matches = (same_id & ~removed).sum(axis=1)  # (n_q,) m
+    remaining = (~removed).sum(axis=1)  # (n_q,) n
+    valid = matches > 0
+    if not valid.any():
+        raise ValueError("no valid query: no query has a true match once the removal rule is applied")
+    m, n = matches[valid].astype(np.float64), remaining[valid]
+    harmonic = np.cumsum(1.0 / np.arange(1, n.max() + 1))[n - 1]  # (n_valid,) H_n
+    others = np.where(n > 1, (m - 1) * (n - harmonic) / np.maximum(n - 1, 1), 0.0)
+    return float(np.mean((harmonic + others) / n))
