@@ -527,6 +527,10 @@ def _make_request_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             parts = path.strip("/").split("/")
             if fault is not None:
                 self._send(fault.status, fault.body or _error("fault", "server_error", None), fault.headers)
+            elif path == "/v1/models":
+                names = sorted(fake.models) if fake.models is not None else ["gpt-4o"]
+                listed = [{"id": name, "object": "model", "created": 0, "owned_by": "fake"} for name in names]
+                self._send(200, {"object": "list", "data": listed})
             elif path == "/v1/batches":
                 data = [_public(b) for b in reversed(list(fake.batches.values()))]
                 first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)

@@ -125,12 +125,48 @@ def test_timeouts_exhausted(server):
     assert "timed out" in failed.reason
 
 
-def test_connection_refused_is_retried_then_a_failure():
+def test_a_dead_server_is_fatal_before_the_first_request():
     with FakeOpenAI() as fake:
-        url = fake.base_url
-    backend = OpenAIBackend(OpenAIConfig(base_url=url, max_retries=1), backoff_base_s=0.01)
-    [failed] = backend.generate([attribute_request()])
-    assert isinstance(failed, RequestFailure) and failed.error_type == "APIConnectionError"
+        url = fake.base_url  # nothing listens there once the server is closed
+    backend = OpenAIBackend(OpenAIConfig(base_url=url, max_retries=5), backoff_base_s=0.01)
+    start = time.monotonic()
+    with pytest.raises(FatalBackendError, match=f"cannot connect to {url}.*before the first request"):
+        backend.generate([attribute_request()] * 4)
+    assert time.monotonic() - start < 1.0  # no retries, no backoff
+
+
+def test_the_preflight_is_one_request_and_any_http_answer_passes(server):
+    server.add_faults(Fault.server_error(503, path="/v1/models"))
+    backend = backend_for(server)
+    backend.generate([attribute_request()])
+    backend.generate([attribute_request()])
+    assert len(server.requests_to("/v1/models")) == 1 and server.chat_count == 2
+
+
+def test_a_server_that_stops_answering_mid_run_stops_after_consecutive_connection_failures(server):
+    backend = backend_for(server, timeout_s=0.2, max_retries=5, max_concurrency=2)
+    backend.max_connection_failures = 3
+    assert all(isinstance(r, ChatReply) for r in backend.generate([attribute_request()] * 2))
+    server.add_faults(*[Fault.timeout(0.5)] * 48)  # every attempt of 8 requests x 6 attempts would hang
+    start = time.monotonic()
+    with pytest.raises(FatalBackendError, match="timed out after 0.2 s: 3 attempts in a row reached no server"):
+        backend.generate([attribute_request()] * 8)
+    assert time.monotonic() - start < 3.0  # without the limit: 8 x 6 time-outs of 0.2 s plus backoff
+    assert server.chat_count <= 2 + 3 + 1  # the first two, then at most one attempt past the limit in flight
+
+
+def test_answers_between_connection_failures_reset_the_count(server):
+    # Two time-outs, an answer, two time-outs, an answer: never three in a row.
+    server.add_faults(Fault.timeout(0.5), Fault.timeout(0.5))
+    backend = backend_for(server, timeout_s=0.2, max_retries=2)
+    backend.max_connection_failures = 3
+    [first] = backend.generate([attribute_request()])
+    server.add_faults(Fault.timeout(0.5), Fault.timeout(0.5))
+    [second] = backend.generate([attribute_request()])
+    assert isinstance(first, ChatReply) and isinstance(second, ChatReply)
+    server.add_faults(Fault.timeout(0.5), Fault.timeout(0.5), Fault.timeout(0.5))
+    with pytest.raises(FatalBackendError, match="timed out after 0.2 s: 3 attempts in a row"):
+        backend.generate([attribute_request()])
 
 
 @pytest.mark.parametrize(
@@ -303,7 +339,9 @@ def test_the_api_key_never_leaks(server, caplog, tmp_path):
     with FakeOpenAI() as closed:
         url = closed.base_url
     gone = OpenAIBackend(OpenAIConfig(base_url=url, max_retries=0))
-    texts.append(gone.generate([ChatRequest("x")])[0].reason)
+    with pytest.raises(FatalBackendError) as raised:
+        gone.generate([ChatRequest("x")])
+    texts.append(str(raised.value))
     assert "***" in texts[-7]  # the echoed key was scrubbed from the 401 message
     assert sum(isinstance(r, RequestFailure) for r in replies) == 2
     cache.close()

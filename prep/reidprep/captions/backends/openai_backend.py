@@ -5,6 +5,11 @@ retried with the server's ``Retry-After``/``retry-after-ms`` when it sends one, 
 jitter; a request still failing after ``max_retries`` retries becomes a ``RequestFailure``. Errors no retry can fix
 (bad key, no quota, unknown model, a rejected request) raise ``FatalBackendError``.
 
+A dead server stops the stage instead of retrying forever: before its first request a backend asks the server for
+its model list once (any HTTP answer proves it is there; no answer at all is fatal), and ``max_connection_failures``
+attempts in a row that cannot connect (or time out), across all requests in flight, are fatal too. A stage stopped
+this way keeps every chunk it finished; rerunning it resumes.
+
 Structured output: with ``structured_output`` "on" or "auto" a request with a ``response_model`` is sent through
 ``chat.completions.parse`` (a strict JSON schema). In "auto", a server that rejects it (400/422 naming the response
 format) is remembered for this backend instance and later requests use ``{"type": "json_object"}``, then no
@@ -187,10 +192,17 @@ class OpenAIBackend(ChatBackend):
         *,
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 60.0,
+        max_connection_failures: int = 10,
     ) -> None:
         """``backoff_base_s``: first backoff step (doubles per retry, full jitter); ``backoff_max_s`` caps every
-        wait, ``Retry-After`` included."""
+        wait, ``Retry-After`` included; ``max_connection_failures``: attempts in a row that reach no server before
+        the backend gives up with ``FatalBackendError``."""
+        if max_connection_failures < 1:
+            raise ValueError(f"max_connection_failures must be >= 1, got {max_connection_failures}")
         self.config = config
+        self.max_connection_failures = max_connection_failures
+        self._unreachable_in_a_row = 0
+        self._reached = False  # the preflight answered
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self._key = read_api_key(config)
@@ -225,6 +237,8 @@ class OpenAIBackend(ChatBackend):
         if not requests:
             return []
         self._stop.clear()
+        if not self._reached:
+            self._preflight()
         workers = min(self.config.max_concurrency, len(requests))
         if workers == 1:
             return [self._request(r) for r in requests]
@@ -241,6 +255,38 @@ class OpenAIBackend(ChatBackend):
                 for future in futures:
                     future.cancel()
                 raise
+
+    def _preflight(self) -> None:
+        """One request before the first chat request: no answer from the server at all is fatal."""
+        import openai
+
+        try:
+            self._client.models.list()
+        except openai.APIStatusError:
+            pass  # an HTTP answer of any kind: the server is there (the chat requests judge the rest)
+        except openai.APIConnectionError as exc:
+            raise FatalBackendError(
+                f"openai backend: {self._describe(exc)} before the first request: start the server or fix "
+                "captions.openai.base_url, then rerun (finished chunks are kept)"
+            ) from None
+        self._reached = True
+
+    def _count_connection(self, exc: BaseException | None) -> None:
+        """Track attempts in a row that reached no server; raise once there are ``max_connection_failures``."""
+        import openai
+
+        with self._level_lock:
+            if not isinstance(exc, openai.APIConnectionError):
+                self._unreachable_in_a_row = 0
+                return
+            self._unreachable_in_a_row += 1
+            given_up = self._unreachable_in_a_row >= self.max_connection_failures
+        if given_up:
+            self._stop.set()
+            raise FatalBackendError(
+                f"openai backend: {self._describe(exc)}: {self.max_connection_failures} attempts in a row reached no "
+                "server; check that it is running and reachable, then rerun (finished chunks are kept)"
+            ) from None
 
     # -- one request -------------------------------------------------------------------------------------------
 
@@ -274,12 +320,19 @@ class OpenAIBackend(ChatBackend):
         while True:
             level = self._level if request.response_model is not None else "none"
             try:
-                return self._post(request, level)
+                reply = self._post(request, level)
+                self._count_connection(None)
+                return reply
+            except openai.APIConnectionError as exc:
+                self._count_connection(exc)
+                raise
             except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                self._count_connection(None)  # the server answered
                 if not self._may_lower(level) or not _mentions_format(exc):
                     raise self._fatal(exc) from None
                 self._lower_format(level, self._describe(exc))
             except openai.APIStatusError as exc:
+                self._count_connection(None)  # the server answered
                 if is_transient(exc):
                     raise
                 raise self._fatal(exc) from None
