@@ -149,7 +149,7 @@ def test_a_server_that_stops_answering_mid_run_stops_after_consecutive_connectio
     assert all(isinstance(r, ChatReply) for r in backend.generate([attribute_request()] * 2))
     server.add_faults(*[Fault.timeout(0.5)] * 48)  # every attempt of 8 requests x 6 attempts would hang
     start = time.monotonic()
-    with pytest.raises(FatalBackendError, match="timed out after 0.2 s: 3 attempts in a row reached no server"):
+    with pytest.raises(FatalBackendError, match=r"timed out after 0\.2 s: 3 attempts in a row reached no server"):
         backend.generate([attribute_request()] * 8)
     assert time.monotonic() - start < 3.0  # without the limit: 8 x 6 time-outs of 0.2 s plus backoff
     assert server.chat_count <= 2 + 3 + 1  # the first two, then at most one attempt past the limit in flight
@@ -165,7 +165,7 @@ def test_answers_between_connection_failures_reset_the_count(server):
     [second] = backend.generate([attribute_request()])
     assert isinstance(first, ChatReply) and isinstance(second, ChatReply)
     server.add_faults(Fault.timeout(0.5), Fault.timeout(0.5), Fault.timeout(0.5))
-    with pytest.raises(FatalBackendError, match="timed out after 0.2 s: 3 attempts in a row"):
+    with pytest.raises(FatalBackendError, match=r"timed out after 0\.2 s: 3 attempts in a row"):
         backend.generate([attribute_request()])
 
 
