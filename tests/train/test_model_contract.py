@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 
@@ -26,6 +28,18 @@ def _inputs(model: torch.nn.Module) -> dict[str, object]:
     if "labels" in inputs and model.training:
         kwargs["labels"] = LABELS
     return kwargs
+
+
+# sha256 (first 16 hex digits) of every "key shape" line of the sorted state dict at tiny size, and the entry count:
+# checkpoints keep loading only while these stay the same (a refactor must not rename or reshape an entry).
+STATE_DICT_DIGESTS = {
+    "baseline": ("a1eb366a170d9bd7", 39),
+    "demo": ("193048acd783d255", 102),
+    "dmpt": ("1860ffd953e8eebe", 86),
+    "mambapro": ("e44b0db20917c366", 250),
+    "next": ("14a8e21f8998c875", 218),
+    "stmi": ("03b83c9f089648b8", 96),
+}
 
 
 def test_all_six_models_are_registered() -> None:
@@ -55,3 +69,13 @@ def test_training_reaches_every_trainable_parameter_and_eval_gives_a_retrieval_f
     assert torch.isfinite(full).all() and not torch.equal(full, partial)
     with pytest.raises(ValueError, match="unknown modalities"):
         model(images, missing=("depth",), **_inputs(model))
+
+
+@pytest.mark.parametrize("name", sorted(STATE_DICT_DIGESTS))
+def test_state_dict_keys_and_shapes_are_pinned(name: str) -> None:
+    model = create_model(
+        name, num_classes=CLASSES, num_cameras=2, backbone="tiny", image_size=SIZE, require_pretrained=False
+    )
+    state = model.state_dict()
+    text = "\n".join(f"{key} {tuple(value.shape)}" for key, value in sorted(state.items()))
+    assert (hashlib.sha256(text.encode()).hexdigest()[:16], len(state)) == STATE_DICT_DIGESTS[name]
