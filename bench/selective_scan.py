@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from reidtrain.models.selective_scan import mamba_ssm_available, selective_scan, selective_scan_torch
+from reidtrain.models.layers.selective_scan import mamba_ssm_available, selective_scan, selective_scan_torch
 
 
 def naive_scan(u, delta, A, B, C, D, delta_bias):

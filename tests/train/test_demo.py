@@ -22,7 +22,7 @@ from reidtrain.models.demo_modules import (
     HierarchicalDecoupling,
     PatchIntegratedExtractor,
 )
-from reidtrain.models.heads import zero_missing_modalities
+from reidtrain.models.layers.heads import zero_missing_modalities
 
 TINY_C = 32  # projected token size of the tiny backbone
 IMAGE = (64, 32)  # 4 x 2 = 8 patches

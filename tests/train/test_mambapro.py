@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from reidtrain.cli import app
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
-from reidtrain.models.backbone import ClipVisualEncoder, build_clip_visual
+from reidtrain.models.layers.clip import ClipVisualEncoder, build_clip_visual
 from reidtrain.models.mambapro import MambaPro
 from reidtrain.models.mambapro_ma import MambaAggregation
 from reidtrain.models.mambapro_pfa import ParallelFeedForwardAdapter, run_block

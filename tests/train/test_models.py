@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from reidtrain.models import create_model, list_models
-from reidtrain.models.backbone import (
+from reidtrain.models.baseline import ClipBaseline
+from reidtrain.models.layers.clip import (
     ClipVisualEncoder,
     build_clip,
     build_clip_visual,
     is_torchscript_archive,
     load_clip_state_dict,
 )
-from reidtrain.models.baseline import ClipBaseline
 
 TINY_D = 32  # TINY_CONFIG embed_dim: projected class-token size
 TINY_WIDTH = 64

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reidtrain.models.selective_scan import (
+from reidtrain.models.layers.selective_scan import (
     MambaBlock,
     SelectiveSSM,
     mamba_ssm_available,

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from reidtrain.cli import app
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
-from reidtrain.models.backbone import build_clip
-from reidtrain.models.hypergraph import HypergraphConv, HypergraphFusion, similarity_incidence
+from reidtrain.models.layers.clip import build_clip
+from reidtrain.models.layers.hypergraph import HypergraphConv, HypergraphFusion, similarity_incidence
 from reidtrain.models.stmi import STMI
 from reidtrain.models.stmi_modules import (
     CrossModalMLP,

@@ -14,8 +14,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from reidtrain.models.backbone import ClipVisualEncoder, build_clip_visual
-from reidtrain.models.heads import MODALITIES, zero_missing_modalities
+from reidtrain.models.layers.clip import ClipVisualEncoder, build_clip_visual
+from reidtrain.models.layers.heads import MODALITIES, zero_missing_modalities
 from reidtrain.models.registry import register_model
 
 __all__ = ["MODALITIES", "ClipBaseline"]

@@ -38,7 +38,6 @@ import torch
 from torch import nn
 
 from reidtrain.data.text import eot_positions, tokenize_captions
-from reidtrain.models.backbone import ClipTextEncoder, ClipVisualEncoder, build_clip
 from reidtrain.models.dmpt_modules import (
     MODALITY_PHRASES,
     ModalityPromptProjector,
@@ -47,7 +46,8 @@ from reidtrain.models.dmpt_modules import (
     modality_text_contrastive_loss,
     modality_text_prompts,
 )
-from reidtrain.models.heads import MODALITIES, BNNeck, zero_missing_modalities
+from reidtrain.models.layers.clip import ClipTextEncoder, ClipVisualEncoder, build_clip
+from reidtrain.models.layers.heads import MODALITIES, BNNeck, zero_missing_modalities
 from reidtrain.models.registry import register_model
 
 __all__ = ["DMPT"]

@@ -25,13 +25,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from reidtrain.models.backbone import ClipVisualEncoder, build_clip_visual
-from reidtrain.models.heads import MODALITIES, zero_missing_modalities
+from reidtrain.models.layers.clip import ClipVisualEncoder, build_clip_visual
+from reidtrain.models.layers.heads import MODALITIES, zero_missing_modalities
+from reidtrain.models.layers.selective_scan import ScanBackend
 from reidtrain.models.mambapro_ma import MambaAggregation, MAMode
 from reidtrain.models.mambapro_pfa import ParallelFeedForwardAdapter, run_block
 from reidtrain.models.mambapro_srp import PromptMode, SynergisticResidualPrompt
 from reidtrain.models.registry import register_model
-from reidtrain.models.selective_scan import ScanBackend
 
 __all__ = ["MambaPro"]
 

@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from reidtrain.models.selective_scan import MambaBlock, ScanBackend
+from reidtrain.models.layers.selective_scan import MambaBlock, ScanBackend
 
 __all__ = ["MambaAggregation"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -32,7 +34,7 @@ class ParallelFeedForwardAdapter(nn.Module):
         return self.down(self.act(self.up(x)))
 
 
-def run_block(block: nn.Module, x: torch.Tensor, adapter: nn.Module | None = None) -> torch.Tensor:
+def run_block(block: Any, x: torch.Tensor, adapter: nn.Module | None = None) -> torch.Tensor:
     """One open_clip ``ResidualAttentionBlock`` on x (B, T, width), with the PFA beside its FFN when given.
 
     Eq. 1: F_bar = MHSA(LN(F)) + F; Eq. 3: F_hat = FFN(LN(F_bar)) + PFA(F_bar) + F_bar. The PFA reads F_bar itself

@@ -102,7 +102,8 @@ class SynergisticResidualPrompt(nn.Module):
         """T_l^j(p_l^j) for every source modality j (Eq. 6): (M, k, width)."""
         i = layer - self.start_layer
         out = []
-        for j, block in enumerate(self.transfer[i]):
+        blocks: nn.ModuleList = self.transfer[i]  # type: ignore[assignment]
+        for j, block in enumerate(blocks):
             p = self.prompts[i, j]  # (k, width)
             out.append(block(p) + p if self.identity_paths else block(p))
         return torch.stack(out)

@@ -159,7 +159,8 @@ class SemanticExpert(nn.Module):
         self.modulation = Modulation(modulation_hidden) if self.text_modulation else None
 
     def route(self, m: int) -> SamplingRoute:
-        return self.routes[m if len(self.routes) > 1 else 0]
+        route: SamplingRoute = self.routes[m if len(self.routes) > 1 else 0]
+        return route
 
     def sampling_mask(self, cls: torch.Tensor, tokens: torch.Tensor, text: torch.Tensor | None, m: int) -> torch.Tensor:
         """Modality ``m``: cls (B, D), tokens (B, N, D), text (B, D) -> the sampling mask hat M_m (B, N) (Eq. 2-6)."""

@@ -32,8 +32,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from reidtrain.models.backbone import ClipTextEncoder, ClipVisualEncoder, build_clip
-from reidtrain.models.heads import MODALITIES, BNNeck, zero_missing_modalities
+from reidtrain.models.layers.clip import ClipTextEncoder, ClipVisualEncoder, build_clip
+from reidtrain.models.layers.heads import MODALITIES, BNNeck, zero_missing_modalities
 from reidtrain.models.next_experts import (
     SAMPLING_STRATEGIES,
     ExpertAggregation,

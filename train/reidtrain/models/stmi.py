@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from reidtrain.data.text import eot_positions, tokenize_captions
-from reidtrain.models.backbone import ClipTextEncoder, ClipVisualEncoder, build_clip
-from reidtrain.models.heads import MODALITIES, BNNeck, zero_missing_modalities
-from reidtrain.models.hypergraph import HypergraphFusion
+from reidtrain.models.layers.clip import ClipTextEncoder, ClipVisualEncoder, build_clip
+from reidtrain.models.layers.heads import MODALITIES, BNNeck, zero_missing_modalities
+from reidtrain.models.layers.hypergraph import HypergraphFusion
 from reidtrain.models.registry import register_model
 from reidtrain.models.stmi_modules import (
     CrossAttention,

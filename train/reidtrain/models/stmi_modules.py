@@ -1,7 +1,7 @@
 """STMI building blocks: SFM (mask-modulated self-attention, Eqs. 2-8), STR (Eqs. 9-13), the cross-attention of
 Eq. 18, the alternative fusions of Table 4 (concatenation, MLP, self-attention) and the BNNeck head of Eq. 19.
 
-The hypergraph fusion (CHI, Eqs. 14-16) lives in :mod:`reidtrain.models.hypergraph`.
+The hypergraph fusion (CHI, Eqs. 14-16) lives in :mod:`reidtrain.models.layers.hypergraph`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reidtrain.models.backbone import split_qkv
+from reidtrain.models.layers.clip import split_qkv
 
 __all__ = [
     "CrossAttention",

@@ -58,13 +58,12 @@ def _model_config(name: str) -> tuple[dict[str, Any], bool]:
     """(open_clip config, quick_gelu) for ``name``: "tiny", "tiny-quickgelu", or any open_clip built-in name."""
     base, quick_gelu = (name.removesuffix("-quickgelu"), True) if name.endswith("-quickgelu") else (name, False)
     if base == "tiny":
-        cfg: dict[str, Any] | None = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY_CONFIG.items()}
-    else:
-        cfg = open_clip.get_model_config(name)  # built-in "-quickgelu" configs carry quick_gelu themselves
-        if cfg is None:
-            choices = "tiny, tiny-quickgelu, ViT-B-16, ViT-B-16-quickgelu, ..."
-            raise ValueError(f"unknown CLIP backbone {name!r}; choose one of {choices} (open_clip model names)")
-        quick_gelu = bool(cfg.pop("quick_gelu", False)) or quick_gelu
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in TINY_CONFIG.items()}, quick_gelu
+    cfg = open_clip.get_model_config(name)  # built-in "-quickgelu" configs carry quick_gelu themselves
+    if cfg is None:
+        choices = "tiny, tiny-quickgelu, ViT-B-16, ViT-B-16-quickgelu, ..."
+        raise ValueError(f"unknown CLIP backbone {name!r}; choose one of {choices} (open_clip model names)")
+    quick_gelu = bool(cfg.pop("quick_gelu", False)) or quick_gelu
     return cfg, quick_gelu
 
 
@@ -196,11 +195,12 @@ class ClipVisualEncoder(nn.Module):
     before ``ln_pre`` and the transformer (DeMo's SIE camera embedding).
     """
 
-    def __init__(self, visual: nn.Module, project: bool = True) -> None:
+    def __init__(self, visual: Any, project: bool = True) -> None:
+        # visual: open_clip's VisionTransformer, reached by attribute (torch types those as Tensor | Module)
         super().__init__()
         if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
             raise ValueError("ClipVisualEncoder supports plain CLIP ViTs (class-token pooling, no attention pool)")
-        self.visual = visual
+        self.visual: Any = visual
         self.project = project and visual.proj is not None
         self.width: int = visual.conv1.out_channels
         self.out_dim: int = visual.proj.shape[1] if self.project else self.width
@@ -208,7 +208,7 @@ class ClipVisualEncoder(nn.Module):
         self.num_patches: int = self.grid_size[0] * self.grid_size[1]
 
     @property
-    def blocks(self) -> nn.ModuleList:
+    def blocks(self) -> Any:
         """The transformer's residual attention blocks (open_clip ``ResidualAttentionBlock``, batch first)."""
         return self.visual.transformer.resblocks
 
@@ -218,7 +218,7 @@ class ClipVisualEncoder(nn.Module):
 
     def embed(self, images: torch.Tensor, cls_bias: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, 3, H, W) -> tokens (B, 1 + N, width) entering the first block (after ``ln_pre``)."""
-        v = self.visual
+        v: Any = self.visual
         x = v.conv1(images)  # (B, width, gh, gw)
         x = x.flatten(2).transpose(1, 2)  # (B, N, width)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, width)
@@ -243,7 +243,7 @@ class ClipVisualEncoder(nn.Module):
         return self.head(self.visual.transformer(self.embed(images, cls_bias)))
 
 
-def split_qkv(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_qkv(block: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Query, key, value of a block's ``nn.MultiheadAttention`` for (already normalised) tokens x (B, T, width).
 
     Returns three (B, heads, T, head_dim) tensors computed with the block's own ``in_proj`` weights, so a model that
@@ -264,13 +264,14 @@ class ClipTextEncoder(nn.Module):
     over words. ``freeze()`` stops gradients and keeps the tower in eval mode (NEXT, DMPT use a frozen text encoder).
     """
 
-    def __init__(self, clip: nn.Module) -> None:
+    def __init__(self, clip: Any) -> None:  # open_clip's CLIP, reached by attribute
         super().__init__()
         self.token_embedding = clip.token_embedding
         self.positional_embedding = clip.positional_embedding
         self.transformer = clip.transformer
         self.ln_final = clip.ln_final
         self.text_projection = clip.text_projection
+        self.attn_mask: torch.Tensor
         self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
         self.out_dim: int = (
             clip.text_projection.shape[1]
