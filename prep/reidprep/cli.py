@@ -110,7 +110,7 @@ def synth(
     s = cfg.synth
     try:
         summary = generate_dataset(
-            s.out,
+            cfg.synth.out,
             kind=s.kind,
             ids=s.ids,
             images_per_id=s.images_per_id,

@@ -10,8 +10,7 @@ from reidschemas import Modality, SampleRecord
 
 def load_modality(record: SampleRecord, modality: Modality) -> np.ndarray:
     """(H, W, 3) uint8 image of one modality (grey thermal/NIR files are expanded to three channels)."""
-    with Image.open(record.path(modality)) as image:
+    with Image.open(record.path(modality)) as opened:
         box = record.box(modality)
-        if box is not None:
-            image = image.crop(box)
+        image = opened.crop(box) if box is not None else opened
         return np.array(image.convert("RGB"))  # a writable copy (torch warns on read-only arrays)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +75,7 @@ def _side_by_side_boxes(size: tuple[int, int] | None) -> list[tuple[int, int, in
     return [(i * third, 0, (i + 1) * third, height) for i in range(3)]
 
 
-def _records(layout_name: str, splits: dict[str, tuple[str, ...]], candidate: Candidate, size, scan: ScanResult):
+def _records(layout_name: str, splits: Mapping[str, tuple[str, ...]], candidate: Candidate, size, scan: ScanResult):
     boxes: list | None = None
     if candidate.side_by_side:
         boxes = _side_by_side_boxes(size)

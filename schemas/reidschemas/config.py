@@ -140,11 +140,11 @@ class CaptionsConfig(_Section):
     """``reidprep captions``: attributes per image and per composite, merged, then captions."""
 
     providers: list[Literal["heuristic", "openai", "qwen", "import"]] = Field(
-        default_factory=lambda: ["heuristic"],
+        ["heuristic"],  # pydantic copies a mutable default for every instance
         description="attribute sources; with several MLLMs the most confident answer per attribute wins",
     )
     views: list[Literal["rgb", "nir", "tir", "composite"]] = Field(
-        default_factory=lambda: ["rgb", "nir", "tir", "composite"],
+        ["rgb", "nir", "tir", "composite"],
         description="images to query: each modality and the three side by side (STMI's composite)",
     )
     fusion: Literal["template", "llm"] = Field("template", description="render the NEXT template, or ask an LLM")
@@ -192,7 +192,7 @@ class ShardsConfig(_Section):
         "exclude", description="a sample without mask or caption: exclude it (ledgered) or keep it with nulls"
     )
     require: list[Literal["masks", "captions"]] = Field(
-        default_factory=lambda: ["masks", "captions"], description="stages whose output every sample needs"
+        ["masks", "captions"], description="stages whose output every sample needs"
     )
     workers: int = Field(4, ge=1, description="threads decoding and encoding images")
 

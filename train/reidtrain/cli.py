@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from reidtrain import __version__
+
+if TYPE_CHECKING:
+    from reidschemas.config import TrainConfig
 
 app = typer.Typer(
     name="reidtrain",
@@ -56,13 +60,18 @@ def rank(
     if missing:
         err.print(f"[bold red]error:[/] {arrays} lacks the arrays {', '.join(missing)}")
         raise typer.Exit(2)
-    scenes = {k: data[k] for k in ("q_sceneids", "g_sceneids") if k in data}
+    q_scenes, g_scenes = (data.get(k) for k in ("q_sceneids", "g_sceneids"))
     try:
-        result = evaluate_rank(*(data[name] for name in _RANK_ARRAYS), max_rank=max_rank, **scenes)
+        distmat, q_pids, g_pids, q_camids, g_camids = (data[name] for name in _RANK_ARRAYS)
+        result = evaluate_rank(
+            distmat, q_pids, g_pids, q_camids, g_camids, max_rank, q_sceneids=q_scenes, g_sceneids=g_scenes
+        )
     except ValueError as exc:
         err.print(f"[bold red]error:[/] {arrays}: {exc}")
         raise typer.Exit(2) from None
-    rule = "same id and scene removed" if scenes else "same id and camera removed"
+    rule = (
+        "same id and scene removed" if q_scenes is not None and g_scenes is not None else "same id and camera removed"
+    )
     out.print(
         f"mAP {100 * result.mAP:.2f}  mINP {100 * result.mINP:.2f}  "
         + "  ".join(f"R{k} {100 * result.cmc[k - 1]:.2f}" for k in (1, 5, 10) if k <= max_rank)
@@ -94,7 +103,7 @@ ConfigOption = Annotated[
 ]
 
 
-def _train_config(config: Path | None, given: dict[str, object]) -> tuple[object, Path]:
+def _train_config(config: Path | None, given: Mapping[str, object]) -> tuple[TrainConfig, Path]:
     """(the train section with the given options applied, the workdir) from ``config`` or the built-in defaults."""
     from reidschemas.config import load_config
 

@@ -157,7 +157,7 @@ def rank_gallery(
     query = ShardDataset(shards_dir, "query", columns=columns, index=index)
     gallery = ShardDataset(shards_dir, "gallery", columns=columns, index=query.index)
     labels = labels if labels is not None else query.label_map()
-    transform = EvalTransform(size=tuple(image_size))
+    transform = EvalTransform(size=image_size)
     q_items, g_items = EvalItems(query, transform, labels, inputs), EvalItems(gallery, transform, labels, inputs)
     q = extract_features(model, q_items, device, missing, num_workers=num_workers)
     g = extract_features(model, g_items, device, missing, num_workers=num_workers)

@@ -143,7 +143,7 @@ class ReIDObjective(nn.Module):
         if not terms:
             raise ValueError("every loss weight is 0")
         total = _sum([self.weights[name] * value for name, value in terms.items()])
-        extra = dict(outputs.get("losses", {}))  # type: ignore[arg-type]
+        extra: dict[str, torch.Tensor] = dict(outputs.get("losses", {}))  # type: ignore[arg-type]
         clash = sorted(set(extra) & set(self.TERMS))
         if clash:
             raise ValueError(f"model losses {clash} clash with the objective's own terms")

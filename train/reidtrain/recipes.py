@@ -59,7 +59,8 @@ class TrainRecipe(_Section):
     image_size: tuple[int, int] = Field((256, 128), description="(height, width) of every modality")
     # losses (reidtrain.losses.ReIDObjective)
     loss_weights: dict[Literal["id", "triplet"], float] = Field(
-        default_factory=lambda: {"id": 1.0, "triplet": 1.0}, description="weight of each loss term"
+        default_factory=lambda: {"id": 1.0, "triplet": 1.0},  # type: ignore[arg-type]
+        description="weight of each loss term",
     )
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="epsilon of the label-smoothed CE")
     triplet_margin: float | None = Field(None, ge=0.0, description="triplet margin; null = soft margin")

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -179,7 +179,7 @@ def seed_everything(seed: int) -> None:
 
 def rng_states() -> dict[str, Any]:
     """Python, numpy and torch (CPU, CUDA) RNG states, in types ``torch.load(weights_only=True)`` reads."""
-    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    kind, key, pos, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     version, internal, gauss_next = random.getstate()
     return {
         "python": [version, list(internal), gauss_next],
@@ -364,7 +364,12 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
     ).to(device)
     inputs = model_inputs(model)
     train_set = ShardDataset(shards, "train", columns=shard_columns(inputs), index=index_only.index)
-    objective = ReIDObjective(labels.num_classes, recipe.loss_weights, recipe.label_smoothing, recipe.triplet_margin)
+    objective = ReIDObjective(
+        labels.num_classes,
+        {term: w for term, w in recipe.loss_weights.items()},
+        recipe.label_smoothing,
+        recipe.triplet_margin,
+    )
     prefixes = [name for name in ("backbone", "encoder") if isinstance(getattr(model, name, None), nn.Module)]
     groups = param_groups(
         model,
@@ -390,7 +395,7 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
         world_size=env.world_size,
     )
     transform = TrainTransform(
-        size=tuple(recipe.image_size),
+        size=recipe.image_size,
         flip_p=recipe.augment.flip_p,
         pad=recipe.augment.pad,
         erase_p=recipe.augment.erase_p,
@@ -502,5 +507,5 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
         writer.close()
     if math.isnan(last_map):
         raise RuntimeError("no epoch was trained")
-    chance = chance_map(ranking) if env.is_main and start_epoch < config["epochs"] else None
+    chance = chance_map(ranking) if env.is_main and ranking is not None and start_epoch < config["epochs"] else None
     return FitSummary(config["epochs"], last_map, best_epoch, best_map, start_epoch, chance)

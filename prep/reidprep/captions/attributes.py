@@ -61,6 +61,6 @@ def composite_image(images: Sequence[np.ndarray]) -> np.ndarray:
     for image in images:
         if image.shape[0] != height:
             width = round(image.shape[1] * height / image.shape[0])
-            image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+            image = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
         parts.append(image)
     return np.concatenate(parts, axis=1)

@@ -18,7 +18,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from reidprep.atomic import write_json
 from reidprep.captions.backends.base import ChatReply, ChatRequest, RequestFailure
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT: Final = "/v1/chat/completions"
 MAX_REQUESTS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 200_000_000
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -56,7 +56,7 @@ class BatchJob:
         *,
         max_requests_per_file: int = MAX_REQUESTS_PER_FILE,
         max_bytes_per_file: int = MAX_BYTES_PER_FILE,
-        completion_window: str = "24h",
+        completion_window: Literal["24h"] = "24h",
         max_listed_batches: int = 1000,
     ) -> None:
         """``client_factory`` makes the SDK client when one is first needed (e.g. ``lambda: make_client(config,

@@ -617,7 +617,7 @@ def measure(
     image: (H, W, 3) uint8; mask: (H, W) bool or None (then estimated, and confidences lowered).
     """
     estimated = mask is None or not mask.any()
-    fg = centre_box(image.shape, kind) if estimated else mask.astype(bool)
+    fg = centre_box(image.shape, kind) if mask is None or estimated else mask.astype(bool)
     grey = _grey(image)
     background = ~ndimage.binary_dilation(fg, iterations=2)
     if background.sum() < 0.05 * background.size:  # the target fills the crop: the whole image stands in

@@ -56,7 +56,8 @@ class Visibility:
         """Attributes that ``view``'s caption never carries. ``colours``: whether NIR/TIR captions carry colours."""
         if view in ("rgb", "composite", "fused"):
             return frozenset()
-        return self.not_sensed.get(view, frozenset()) | (frozenset() if colours else self.colour)
+        unseen = self.not_sensed.get(view, frozenset()) if view == "nir" or view == "tir" else frozenset()
+        return unseen | (frozenset() if colours else self.colour)
 
 
 @cache

@@ -70,7 +70,7 @@ class Providers:
             self.fusion = _backend("openai", config, cache_path, config.fusion_openai)
             self.fusion_prices = prices("openai", config, config.fusion_openai)
         elif config.fusion == "llm" and self.imported is None:
-            fusion_name = config.fusion_provider or next((n for n in names if n in LLM_PROVIDERS), None)
+            fusion_name = config.fusion_provider or next((n for n in names if n == "openai" or n == "qwen"), None)
             if fusion_name is None:
                 raise ValueError(
                     "--fusion llm needs an LLM: add openai or qwen to captions.providers, "

@@ -35,7 +35,7 @@ def attribute_accuracy(
             if value is not None:
                 row[1] += 1
                 row[2] += value == expected
-    per_attribute = {
+    per_attribute: dict[str, dict[str, Any]] = {
         name: {
             "accuracy": correct / covered if covered else None,
             "coverage": covered / known,

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from reidprep.captions.attributes import AttributeAnswer, AttributeQuery, View, composite_image
 from reidprep.captions.backends.base import ChatRequest, RequestFailure, UsageCounter
-from reidprep.captions.merge import Merged, best_of, complement, fuse_triplet, unknown_rate, visibility
+from reidprep.captions.merge import Merged, Target, best_of, complement, fuse_triplet, unknown_rate, visibility
 from reidprep.captions.providers import Providers
 from reidprep.captions.render import llm_fusion_prompt, render_caption
 from reidprep.captions.validate import repair_caption, validate_caption
@@ -30,7 +30,7 @@ from reidschemas.config import CaptionsConfig
 from reidschemas.maskcodec import decode_mask
 
 CAPTIONS_VERSION = 1
-TARGETS = (*MODALITIES, "fused")
+TARGETS: tuple[Target, ...] = (*MODALITIES, "fused")
 
 CAPTIONS_SCHEMA = pa.schema(
     [
@@ -181,14 +181,13 @@ class CaptionsTask(StageTask):
 
     def _merge(self, t: _Triplet) -> dict[str, Merged]:
         per_view = {view: best_of(list(sets.values())) for view, sets in t.answers.items()}
-        merged: dict[str, Merged] = dict(
-            complement(
-                per_view,
-                t.kind,
-                below=self.config.complement_below,
-                colours_in_infrared=self.config.colours_in_infrared_captions,
-            )
+        complemented = complement(
+            per_view,
+            t.kind,
+            below=self.config.complement_below,
+            colours_in_infrared=self.config.colours_in_infrared_captions,
         )
+        merged: dict[str, Merged] = {view: value for view, value in complemented.items()}
         merged["fused"] = fuse_triplet(per_view)
         return merged
 
@@ -205,9 +204,11 @@ class CaptionsTask(StageTask):
                     merged[t.unit.key][target], t.kind, target, colours=self._colours(target)
                 )
         else:
-            prompts = {(t.unit.key, tg): llm_fusion_prompt(merged[t.unit.key][tg], t.kind) for t, tg in jobs}
+            prompts: dict[tuple[str, str], str] = {
+                (t.unit.key, tg): llm_fusion_prompt(merged[t.unit.key][tg], t.kind) for t, tg in jobs
+            }
             texts = self._ask(prompts)
-            retry = {}
+            retry: dict[tuple[str, str], str] = {}
             for t, target in jobs:
                 problems = self._problems(texts[(t.unit.key, target)], merged, t, target)
                 if problems:
@@ -226,7 +227,7 @@ class CaptionsTask(StageTask):
                 t.failure = Failure(t.unit.key, f"{target} caption invalid: {'; '.join(problems)}", "InvalidCaption")
         return out
 
-    def _problems(self, text: str, merged: dict[str, dict[str, Merged]], t: _Triplet, target: str) -> list[str]:
+    def _problems(self, text: str, merged: dict[str, dict[str, Merged]], t: _Triplet, target: Target) -> list[str]:
         attributes = merged[t.unit.key][target].attributes
         return validate_caption(text, attributes, t.kind, target, colours=self._colours(target))
 
@@ -271,7 +272,7 @@ class CaptionsTask(StageTask):
     def _imported(self, unit: WorkUnit) -> dict[str, Any] | Failure:
         assert self.providers.imported is not None
         try:
-            captions: dict[str, str] = dict(self.providers.imported.lookup(unit.record))
+            captions: dict[str, str] = {m: text for m, text in self.providers.imported.lookup(unit.record).items()}
         except KeyError as exc:
             return Failure(unit.key, str(exc.args[0]), "MissingCaption")
         captions["fused"] = captions["rgb"]

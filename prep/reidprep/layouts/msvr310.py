@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from reidprep.layouts.base import Candidate, Layout, ScanResult, pair_by_name
+from reidschemas import Modality
 
 NAME = re.compile(r"^(\d{4})_s(\d{3})_v(\d)_(\d{3})")
 
@@ -25,7 +26,7 @@ class MSVR310(Layout):
 
     def scan_split(self, split_dir: Path, result: ScanResult) -> None:
         for id_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-            dirs = {"rgb": id_dir / "vis", "nir": id_dir / "ni", "tir": id_dir / "th"}
+            dirs: dict[Modality, Path] = {"rgb": id_dir / "vis", "nir": id_dir / "ni", "tir": id_dir / "th"}
             for paths in pair_by_name(dirs, result):
                 rgb = paths["rgb"]
                 match = NAME.match(rgb.name)

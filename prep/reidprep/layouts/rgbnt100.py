@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from reidprep.layouts.base import Candidate, Layout, ScanResult, list_images
+from reidschemas import Modality
 
 NAME = re.compile(r"([-\d]+)_c([-\d]+)")
 
@@ -28,5 +29,5 @@ class RGBNT100(Layout):
             if pid == -1:  # Market-1501's junk convention
                 result.report("warning", "junk_id", "id -1 marks a junk image; ignored", path)
                 continue
-            paths = {"rgb": path, "nir": path, "tir": path}
+            paths: dict[Modality, Path] = {"rgb": path, "nir": path, "tir": path}
             result.candidates.append(Candidate(split_dir.name, path.stem, pid, camid, None, paths, side_by_side=True))

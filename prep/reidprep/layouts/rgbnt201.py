@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from reidprep.layouts.base import Candidate, Layout, ScanResult, pair_by_name
+from reidschemas import Modality
 
 NAME = re.compile(r"^(\d{6})_cam(\d)_")
 
@@ -17,7 +18,7 @@ class RGBNT201(Layout):
     split_folders = {"train_171": ("train",), "test": ("query", "gallery")}
 
     def scan_split(self, split_dir: Path, result: ScanResult) -> None:
-        dirs = {"rgb": split_dir / "RGB", "nir": split_dir / "NI", "tir": split_dir / "TI"}
+        dirs: dict[Modality, Path] = {"rgb": split_dir / "RGB", "nir": split_dir / "NI", "tir": split_dir / "TI"}
         for paths in pair_by_name(dirs, result):
             rgb = paths["rgb"]
             match = NAME.match(rgb.name)

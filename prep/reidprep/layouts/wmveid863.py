@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from reidprep.layouts.base import Candidate, Layout, ScanResult, pair_by_name
+from reidschemas import Modality
 
 NAME = re.compile(r"^(\d{4})_v(\d)_n(\d)_s(\d{3})_(\d{3})\.jpg$")
 LENIENT_VIEW = re.compile(r"_v(\d)_n(\d)_")
@@ -34,7 +35,7 @@ class WMVEID863(Layout):
                 result.report("error", "unparsable_id_folder", "id folder name is not a number", id_dir)
                 continue
             pid = int(id_dir.name)
-            dirs = {"rgb": id_dir / "vis", "nir": id_dir / "ni", "tir": id_dir / "th"}
+            dirs: dict[Modality, Path] = {"rgb": id_dir / "vis", "nir": id_dir / "ni", "tir": id_dir / "th"}
             for paths in pair_by_name(dirs, result, pair_key):
                 rgb = paths["rgb"]
                 key = f"{id_dir.name}/{pair_key(rgb.name).rsplit('.', 1)[0]}"

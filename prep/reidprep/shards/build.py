@@ -117,8 +117,9 @@ class _Builder:
         except (OSError, ValueError) as exc:
             return self._excluded(record, f"cannot read an image: {exc}", type(exc).__name__)
         height, width = self.stored_size(record, arrays["rgb"])
-        encoded = {
-            m: _encode(Image.fromarray(a).resize((width, height), Image.BICUBIC) if a.shape[:2] != (height, width)
+        bicubic = Image.Resampling.BICUBIC
+        encoded: dict[str, bytes] = {
+            m: _encode(Image.fromarray(a).resize((width, height), bicubic) if a.shape[:2] != (height, width)
                        else Image.fromarray(a), c)
             for m, a in arrays.items()
         }  # fmt: skip
@@ -245,9 +246,12 @@ def build_shards(
     blocks = list(_blocks(records, config.row_group_rows))
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
         for block in track(blocks, len(blocks), f"build-shards ({len(records)} records)", progress):
-            rows = []
+            rows: list[dict[str, Any]] = []
             for result in pool.map(builder.row, block):
-                (excluded if isinstance(result, LedgerEntry) else rows).append(result)
+                if isinstance(result, LedgerEntry):
+                    excluded.append(result)
+                else:
+                    rows.append(result)
             if rows:
                 writer.write(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA))
     writer.close()

@@ -60,7 +60,7 @@ def _jitter(rgb: RGB, rng: np.random.Generator, amount: int = 10) -> RGB:
 
 
 def _vocabulary(kind: str, name: str) -> tuple[str, ...]:
-    options = load_template(kind).spec(name).options  # type: ignore[arg-type]
+    options = load_template(kind).spec(name).options
     assert options is not None, f"{kind}.{name} is an open attribute"
     return options
 

@@ -144,7 +144,7 @@ def box_blur(img: np.ndarray, radius: int, passes: int = 2) -> np.ndarray:
             csum = np.cumsum(padded, axis=axis, dtype=np.float32)
             hi = np.take(csum, np.arange(k, csum.shape[axis]), axis=axis)
             lo = np.take(csum, np.arange(0, csum.shape[axis] - k), axis=axis)
-            out = (hi - lo) / k
+            out = ((hi - lo) / k).astype(np.float32)
     return out
 
 

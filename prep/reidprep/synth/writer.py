@@ -128,7 +128,7 @@ def _existing(root: Path, arguments: dict[str, Any], force: bool) -> SynthSummar
 
 def template_values(kind: str, values: dict[str, str]) -> dict[str, str | None]:
     """Every attribute of the template, in template order: ``values`` where given, else None (not rendered)."""
-    names = load_template(TEMPLATE[kind]).names  # type: ignore[arg-type]
+    names = load_template(TEMPLATE[kind]).names
     unknown = set(values) - set(names)
     if unknown:
         raise ValueError(f"not attributes of the {TEMPLATE[kind]} template: {sorted(unknown)}")
@@ -185,7 +185,7 @@ def generate_dataset(
     identities = {pid: sample(pid, rng_for(seed, IDENTITY, pid)) for pid in sorted(train + test)}
     scenes = scene_table(seed) if vehicle else {}
     cameras: dict[int, Camera] = {}
-    model = attribute_model(TEMPLATE[kind])  # type: ignore[arg-type]
+    model = attribute_model(TEMPLATE[kind])
 
     records: list[dict[str, Any]] = []
     for spec in track(plan, len(plan), f"synth {kind}", enabled=progress):

@@ -38,7 +38,7 @@ class PKSampler(Sampler[int]):
 
     def __init__(
         self,
-        pids: Sequence[int],
+        pids: Sequence[int] | np.ndarray,
         p: int,
         k: int,
         seed: int,

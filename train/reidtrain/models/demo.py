@@ -138,6 +138,7 @@ class DeMo(nn.Module):
             else:
                 f_moe = decoupled.flatten(1)  # (B, 7C), Table 5 model C
             feats.append(f_moe)
+            assert self.moe_neck is not None  # built whenever HDM is
             necks.append(self.moe_neck)
         out["features"] = feats
         if self.training:

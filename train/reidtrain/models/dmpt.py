@@ -72,6 +72,10 @@ class DMPT(nn.Module):
         test_feature: "pre_bn" (default) or "bn", the retrieval feature.
     """
 
+    logit_scale: torch.Tensor  # buffers, declared for the type checker
+    text_tokens: torch.Tensor
+    phrase_tokens: torch.Tensor
+
     inputs: tuple[str, ...] = ("labels",)  # training labels for the center loss (reidtrain.batch)
 
     def __init__(

@@ -162,7 +162,7 @@ class MambaPro(nn.Module):
         fused = None
         for layer, block in enumerate(self.encoder.blocks):
             use_pfa = self.pfa is not None and layer >= self.pfa_start_layer
-            adapter = self.pfa[layer - self.pfa_start_layer] if use_pfa else None
+            adapter = self.pfa[layer - self.pfa_start_layer] if self.pfa is not None and use_pfa else None
             if self.srp is None or not self.srp.prompted(layer):
                 x = run_block(block, x, adapter)
                 continue

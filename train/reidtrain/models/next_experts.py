@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -159,8 +159,7 @@ class SemanticExpert(nn.Module):
         self.modulation = Modulation(modulation_hidden) if self.text_modulation else None
 
     def route(self, m: int) -> SamplingRoute:
-        route: SamplingRoute = self.routes[m if len(self.routes) > 1 else 0]
-        return route
+        return cast(SamplingRoute, self.routes[m if len(self.routes) > 1 else 0])
 
     def sampling_mask(self, cls: torch.Tensor, tokens: torch.Tensor, text: torch.Tensor | None, m: int) -> torch.Tensor:
         """Modality ``m``: cls (B, D), tokens (B, N, D), text (B, D) -> the sampling mask hat M_m (B, N) (Eq. 2-6)."""

@@ -176,6 +176,7 @@ class STMI(nn.Module):
         """
         tokens = tokenize_captions(list(captions))  # (B, 77)
         tokens = tokens[:, : int(eot_positions(tokens).max()) + 1].to(device)  # (B, L)
+        assert self.text_encoder is not None, "encode_text needs STR (use_str)"
         return self.text_encoder(tokens)  # (B, D)
 
     def relation(self, token_mask: torch.Tensor, copies: int) -> torch.Tensor:
@@ -241,6 +242,7 @@ class STMI(nn.Module):
             if captions is None or "fused" not in captions:
                 raise ValueError("STMI with STR needs captions['fused'] (B strings)")
             text = self.encode_text(captions["fused"], images.device)  # (B, D)
+            assert self.reallocation is not None and self.fusion is not None and self.global_attention is not None
             semantic = self.reallocation(tokens[:, :, 1:], text)  # (B, 3, K + 1, D), Eqs. 9-13
             fused_tokens = self.fusion(semantic)  # (B, 3 (K + 1), D), Eqs. 14-16 (or Table 4)
             u = self.global_attention(g, fused_tokens) + g  # (B, 3, D), Eq. 18

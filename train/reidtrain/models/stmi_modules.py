@@ -7,7 +7,7 @@ The hypergraph fusion (CHI, Eqs. 14-16) lives in :mod:`reidtrain.models.layers.h
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +67,7 @@ def modulation(logits: torch.Tensor, relation: torch.Tensor, alpha: torch.Tensor
 
 
 def sfm_attention(
-    block: nn.Module,
+    block: Any,  # open_clip ResidualAttentionBlock (its submodules are reached by attribute)
     x: torch.Tensor,
     relation: torch.Tensor | None = None,
     alpha: torch.Tensor | None = None,
@@ -88,7 +88,7 @@ def sfm_attention(
 
 
 def sfm_block(
-    block: nn.Module,
+    block: Any,  # open_clip ResidualAttentionBlock
     x: torch.Tensor,
     relation: torch.Tensor | None = None,
     alpha: torch.Tensor | None = None,

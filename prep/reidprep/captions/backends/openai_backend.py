@@ -350,7 +350,7 @@ class OpenAIBackend(ChatBackend):
     def _post(self, request: ChatRequest, level: FormatLevel) -> ChatReply | RequestFailure:
         body = chat_body(self.config, request)
         completions = self._client.chat.completions.with_raw_response
-        if level == "json_schema":
+        if level == "json_schema" and request.response_model is not None:
             raw = completions.parse(**body, response_format=request.response_model)
         elif level == "json_object":
             raw = completions.create(**body, response_format={"type": "json_object"})

@@ -57,7 +57,7 @@ class _SelectiveScanCore(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, delta, A, du, B, C, chunk):  # type: ignore[override]
+    def forward(ctx, delta, A, du, B, C, chunk):
         length, batch, dim = delta.shape
         h = delta.new_zeros(batch, dim, A.shape[1])  # (batch, D, N)
         y = delta.new_empty(length, batch, dim)
@@ -73,7 +73,7 @@ class _SelectiveScanCore(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_y):  # type: ignore[override]
+    def backward(ctx, grad_y):
         delta, A, du, B, C, checkpoints = ctx.saved_tensors
         chunk, length = ctx.chunk, delta.shape[0]
         grad_y = grad_y.contiguous()
