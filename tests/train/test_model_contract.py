@@ -79,3 +79,24 @@ def test_state_dict_keys_and_shapes_are_pinned(name: str) -> None:
     state = model.state_dict()
     text = "\n".join(f"{key} {tuple(value.shape)}" for key, value in sorted(state.items()))
     assert (hashlib.sha256(text.encode()).hexdigest()[:16], len(state)) == STATE_DICT_DIGESTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(list_models()))
+def test_sie_follows_each_sample_through_the_modality_flattening(name: str) -> None:
+    """Permuting the batch permutes the features when every sample has its own camera: the camera bias reaches the
+    sample's own three images, whichever order (batch- or modality-major) the model flattens them in."""
+    torch.manual_seed(0)
+    model = create_model(
+        name, num_classes=CLASSES, num_cameras=B, backbone="tiny", image_size=SIZE, require_pretrained=False
+    ).eval()
+    if getattr(model, "sie_embed", None) is None:
+        pytest.skip(f"{name} has no SIE (it ignores camera ids, as its paper)")
+    images, camids, perm = torch.randn(B, 3, 3, *SIZE), torch.arange(B), torch.tensor([2, 0, 3, 1])
+    kwargs = _inputs(model)
+    permuted = {k: v[perm] if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}  # captions: all equal
+    with torch.no_grad():
+        out = model(images, camids=camids, **kwargs)["retrieval"]
+        out_perm = model(images[perm], camids=camids[perm], **permuted)["retrieval"]
+        other_cameras = model(images, camids=camids.flip(0), **kwargs)["retrieval"]
+    torch.testing.assert_close(out_perm, out[perm])
+    assert not torch.allclose(other_cameras, out)  # the camera does change the feature

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 
 from reidtrain.models.layers.clip import ClipVisualEncoder, build_clip_visual
-from reidtrain.models.layers.heads import MODALITIES, zero_missing_modalities
+from reidtrain.models.layers.heads import (
+    MODALITIES,
+    TestFeature,
+    bnneck_layers,
+    check_test_feature,
+    retrieval_feature,
+    zero_missing_modalities,
+)
+from reidtrain.models.layers.sie import camera_bias, camera_embedding
 from reidtrain.models.registry import register_model
 
 __all__ = ["MODALITIES", "ClipBaseline"]
@@ -46,30 +53,20 @@ class ClipBaseline(nn.Module):
         require_pretrained: bool = True,
         num_cameras: int = 0,
         sie_factor: float = 1.0,
-        test_feature: Literal["bn", "pre_bn"] = "pre_bn",
+        test_feature: TestFeature = "pre_bn",
         project: bool = True,
     ) -> None:
         super().__init__()
-        if test_feature not in ("bn", "pre_bn"):
-            raise ValueError(f"test_feature must be 'bn' or 'pre_bn', not {test_feature!r}")
+        check_test_feature(test_feature)
         visual = build_clip_visual(backbone, image_size, weights, require_pretrained)
         self.encoder = ClipVisualEncoder(visual, project=project)  # one backbone, shared by the three modalities
         self.feat_dim = self.encoder.out_dim  # D
         self.num_cameras = num_cameras
         self.sie_factor = sie_factor
         self.test_feature = test_feature
-        if num_cameras > 0:  # DeMo: zeros + trunc_normal(std 0.02), width of the transformer (768 for ViT-B-16)
-            self.sie_embed = nn.Parameter(torch.zeros(num_cameras, self.encoder.width))
-            nn.init.trunc_normal_(self.sie_embed, std=0.02)
-        else:
-            self.register_parameter("sie_embed", None)
+        self.sie_embed = camera_embedding(num_cameras, self.encoder.width)  # (cameras, width) or None
         dim = len(MODALITIES) * self.feat_dim  # 3D
-        self.bottleneck = nn.BatchNorm1d(dim)
-        self.bottleneck.bias.requires_grad_(False)  # BNNeck without a (trained) bias, as TransReID/DeMo
-        self.classifier = nn.Linear(dim, num_classes, bias=False)
-        nn.init.ones_(self.bottleneck.weight)
-        nn.init.zeros_(self.bottleneck.bias)
-        nn.init.normal_(self.classifier.weight, std=0.001)
+        self.bottleneck, self.classifier = bnneck_layers(dim, num_classes)
 
     def forward(
         self,
@@ -93,10 +90,7 @@ class ClipBaseline(nn.Module):
         if m != len(MODALITIES):
             raise ValueError(f"expected images (B, {len(MODALITIES)}, 3, H, W), got {tuple(images.shape)}")
         images = zero_missing_modalities(images, missing)
-        cls_bias = None
-        if self.sie_embed is not None and camids is not None:
-            cls_bias = self.sie_factor * self.sie_embed[camids]  # (B, width)
-            cls_bias = cls_bias.repeat_interleave(m, dim=0)  # (B * 3, width), same order as the flattened images
+        cls_bias = camera_bias(self.sie_embed, self.sie_factor, camids, m)  # (B * 3, width) or None
         tokens = self.encoder(images.flatten(0, 1), cls_bias=cls_bias)  # (B * 3, 1 + N, D)
         features = tokens[:, 0].reshape(b, m * self.feat_dim)  # (B, 3D): [rgb | nir | tir] class tokens
         bn_features = self.bottleneck(features)  # (B, 3D)
@@ -104,5 +98,5 @@ class ClipBaseline(nn.Module):
         if self.training:
             out["logits"] = self.classifier(bn_features)  # (B, num_classes)
         else:
-            out["retrieval"] = bn_features if self.test_feature == "bn" else features
+            out["retrieval"] = retrieval_feature(features, bn_features, self.test_feature)
         return out

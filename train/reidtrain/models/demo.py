@@ -31,7 +31,12 @@ from reidtrain.models.demo_modules import (
     PatchIntegratedExtractor,
 )
 from reidtrain.models.layers.clip import ClipVisualEncoder, build_clip_visual
-from reidtrain.models.layers.heads import MODALITIES, BNNeck, zero_missing_modalities
+from reidtrain.models.layers.heads import (
+    MODALITIES,
+    BNNeck,
+    zero_missing_modalities,
+)
+from reidtrain.models.layers.sie import camera_bias, camera_embedding
 from reidtrain.models.registry import register_model
 
 __all__ = ["DeMo"]
@@ -87,11 +92,7 @@ class DeMo(nn.Module):
         self.feat_dim = dim
         self.test_feature = test_feature
         self.sie_factor = sie_factor
-        if num_cameras > 0:  # DeMo: zeros + trunc_normal(std 0.02), transformer width
-            self.sie_embed = nn.Parameter(torch.zeros(num_cameras, self.encoder.width))
-            nn.init.trunc_normal_(self.sie_embed, std=0.02)
-        else:
-            self.register_parameter("sie_embed", None)
+        self.sie_embed = camera_embedding(num_cameras, self.encoder.width)  # (cameras, width) or None
         self.pife = nn.ModuleList(PatchIntegratedExtractor(dim) for _ in MODALITIES) if pife else None
         self.hdm = HierarchicalDecoupling(dim, hdm_heads, hdm_dropout) if hdm else None
         self.atmoe = AttentionTriggeredMoE(dim, len(EXPERT_SETS), heads) if atmoe else None
@@ -103,9 +104,7 @@ class DeMo(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, 3, H, W) -> (f_m (B, 3, C) after PIFE (or class tokens), patch tokens (B, 3, N, C))."""
         b, m = images.shape[:2]
-        cls_bias = None
-        if self.sie_embed is not None and camids is not None:
-            cls_bias = (self.sie_factor * self.sie_embed[camids]).repeat_interleave(m, dim=0)  # (B * 3, width)
+        cls_bias = camera_bias(self.sie_embed, self.sie_factor, camids, m)  # (B * 3, width) or None
         tokens = self.encoder(images.flatten(0, 1), cls_bias=cls_bias)  # (B * 3, 1 + N, C)
         tokens = tokens.view(b, m, *tokens.shape[1:])  # (B, 3, 1 + N, C)
         cls, patches = tokens[:, :, 0], tokens[:, :, 1:]  # (B, 3, C), (B, 3, N, C)

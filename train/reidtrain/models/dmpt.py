@@ -32,7 +32,6 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
@@ -47,7 +46,14 @@ from reidtrain.models.dmpt_modules import (
     modality_text_prompts,
 )
 from reidtrain.models.layers.clip import ClipTextEncoder, ClipVisualEncoder, build_clip
-from reidtrain.models.layers.heads import MODALITIES, BNNeck, zero_missing_modalities
+from reidtrain.models.layers.heads import (
+    MODALITIES,
+    BNNeck,
+    TestFeature,
+    check_test_feature,
+    retrieval_feature,
+    zero_missing_modalities,
+)
 from reidtrain.models.registry import register_model
 
 __all__ = ["DMPT"]
@@ -93,7 +99,7 @@ class DMPT(nn.Module):
         text_prompts: bool = True,
         contrastive_weight: float = 1.0,
         center_weight: float = 1.0,
-        test_feature: Literal["pre_bn", "bn"] = "pre_bn",
+        test_feature: TestFeature = "pre_bn",
     ) -> None:
         super().__init__()
         if semantic_prompt_length < 1:
@@ -102,8 +108,7 @@ class DMPT(nn.Module):
             raise ValueError("modality_prompt_length and interaction_layers must be >= 0")
         if contrastive_weight < 0 or center_weight < 0:
             raise ValueError("loss weights must be >= 0")
-        if test_feature not in ("pre_bn", "bn"):
-            raise ValueError(f"test_feature must be 'pre_bn' or 'bn', not {test_feature!r}")
+        check_test_feature(test_feature)
         clip = build_clip(backbone, image_size, weights, require_pretrained)
         self.encoder = ClipVisualEncoder(clip.visual, project=True).requires_grad_(False)  # frozen
         self.text = ClipTextEncoder(clip).freeze()  # frozen
@@ -201,7 +206,7 @@ class DMPT(nn.Module):
             "modality_features": z,
         }
         if not self.training:
-            out["retrieval"] = features if self.test_feature == "pre_bn" else bn_features
+            out["retrieval"] = retrieval_feature(features, bn_features, self.test_feature)
             return out
         out["logits"] = logits
         losses: dict[str, torch.Tensor] = {}

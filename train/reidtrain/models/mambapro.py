@@ -26,25 +26,22 @@ import torch
 from torch import nn
 
 from reidtrain.models.layers.clip import ClipVisualEncoder, build_clip_visual
-from reidtrain.models.layers.heads import MODALITIES, zero_missing_modalities
+from reidtrain.models.layers.heads import (
+    MODALITIES,
+    TestFeature,
+    bnneck_layers,
+    check_test_feature,
+    retrieval_feature,
+    zero_missing_modalities,
+)
 from reidtrain.models.layers.selective_scan import ScanBackend
+from reidtrain.models.layers.sie import camera_bias, camera_embedding
 from reidtrain.models.mambapro_ma import MambaAggregation, MAMode
 from reidtrain.models.mambapro_pfa import ParallelFeedForwardAdapter, run_block
 from reidtrain.models.mambapro_srp import PromptMode, SynergisticResidualPrompt
 from reidtrain.models.registry import register_model
 
 __all__ = ["MambaPro"]
-
-
-def _bnneck(dim: int, num_classes: int) -> tuple[nn.BatchNorm1d, nn.Linear]:
-    """BatchNorm1d (bias frozen at 0) and a bias-free classifier (std 0.001), as TransReID/DeMo/MambaPro."""
-    bn = nn.BatchNorm1d(dim)
-    bn.bias.requires_grad_(False)
-    nn.init.ones_(bn.weight)
-    nn.init.zeros_(bn.bias)
-    classifier = nn.Linear(dim, num_classes, bias=False)
-    nn.init.normal_(classifier.weight, std=0.001)
-    return bn, classifier
 
 
 @register_model("mambapro")
@@ -96,12 +93,11 @@ class MambaPro(nn.Module):
         ssm_expand: int = 2,
         d_conv: int = 3,
         cls_supervision: Literal["concat", "per_modality"] = "concat",
-        test_feature: Literal["bn", "pre_bn"] = "pre_bn",
+        test_feature: TestFeature = "pre_bn",
         scan_backend: ScanBackend = "auto",
     ) -> None:
         super().__init__()
-        if test_feature not in ("bn", "pre_bn"):
-            raise ValueError(f"test_feature must be 'bn' or 'pre_bn', not {test_feature!r}")
+        check_test_feature(test_feature)
         if cls_supervision not in ("concat", "per_modality"):
             raise ValueError(f"cls_supervision must be 'concat' or 'per_modality', not {cls_supervision!r}")
         visual = build_clip_visual(backbone, image_size, weights, require_pretrained)
@@ -114,11 +110,7 @@ class MambaPro(nn.Module):
         self.feat_dim = self.encoder.out_dim  # D
         self.num_cameras, self.sie_factor, self.test_feature = num_cameras, sie_factor, test_feature
         self.cls_supervision = cls_supervision
-        if num_cameras > 0:
-            self.sie_embed = nn.Parameter(torch.zeros(num_cameras, width))
-            nn.init.trunc_normal_(self.sie_embed, std=0.02)
-        else:
-            self.register_parameter("sie_embed", None)
+        self.sie_embed = camera_embedding(num_cameras, width)  # (cameras, width) or None
         self.pfa_start_layer = pfa_start_layer
         self.pfa = (
             nn.ModuleList(ParallelFeedForwardAdapter(width, pfa_ratio) for _ in range(pfa_start_layer, depth))
@@ -150,9 +142,9 @@ class MambaPro(nn.Module):
         )
         dim = len(MODALITIES) * self.feat_dim  # 3D
         cls_dim = dim if cls_supervision == "concat" else self.feat_dim
-        self.bottleneck, self.classifier = _bnneck(cls_dim, num_classes)  # class-token head (L_g^CLIP)
+        self.bottleneck, self.classifier = bnneck_layers(cls_dim, num_classes)  # class-token head (L_g^CLIP)
         if ma:
-            self.bottleneck_ma, self.classifier_ma = _bnneck(dim, num_classes)  # f_ma head (L_g^MA)
+            self.bottleneck_ma, self.classifier_ma = bnneck_layers(dim, num_classes)  # f_ma head (L_g^MA)
 
     def encode(self, images: torch.Tensor, cls_bias: torch.Tensor | None = None) -> torch.Tensor:
         """Images (M, B, 3, H, W) modality-major -> tokens (M, B, 1 + N, D) through the adapted, prompted encoder."""
@@ -191,9 +183,7 @@ class MambaPro(nn.Module):
         if m != len(MODALITIES):
             raise ValueError(f"expected images (B, {len(MODALITIES)}, 3, H, W), got {tuple(images.shape)}")
         images = zero_missing_modalities(images, missing)
-        cls_bias = None
-        if self.sie_embed is not None and camids is not None:
-            cls_bias = (self.sie_factor * self.sie_embed[camids]).repeat(m, 1)  # (M B, width), modality-major
+        cls_bias = camera_bias(self.sie_embed, self.sie_factor, camids, m, modality_major=True)  # (M B, width)
         tokens = self.encode(images.transpose(0, 1), cls_bias)  # (M, B, 1 + N, D)
         cls = tokens[:, :, 0].transpose(0, 1)  # (B, M, D)
         per_modality = self.cls_supervision == "per_modality"
@@ -209,7 +199,7 @@ class MambaPro(nn.Module):
         if self.training:
             out["logits"] = [head(f) for head, f in zip(classifiers, bn_features, strict=True)]
         elif self.ma is not None:
-            out["retrieval"] = bn_features[-1] if self.test_feature == "bn" else features[-1]
+            out["retrieval"] = retrieval_feature(features, bn_features, self.test_feature)[-1]
         else:  # f_cls, whichever way the class tokens were supervised
-            out["retrieval"] = torch.cat(bn_features if self.test_feature == "bn" else features, dim=-1)
+            out["retrieval"] = torch.cat(retrieval_feature(features, bn_features, self.test_feature), dim=-1)
         return out

@@ -33,7 +33,15 @@ import torch
 from torch import nn
 
 from reidtrain.models.layers.clip import ClipTextEncoder, ClipVisualEncoder, build_clip
-from reidtrain.models.layers.heads import MODALITIES, BNNeck, zero_missing_modalities
+from reidtrain.models.layers.heads import (
+    MODALITIES,
+    BNNeck,
+    TestFeature,
+    check_test_feature,
+    retrieval_feature,
+    zero_missing_modalities,
+)
+from reidtrain.models.layers.sie import camera_bias, camera_embedding
 from reidtrain.models.next_experts import (
     SAMPLING_STRATEGIES,
     ExpertAggregation,
@@ -83,7 +91,7 @@ class NEXT(nn.Module):
         require_pretrained: bool = True,
         num_cameras: int = 0,
         sie_factor: float = 1.0,
-        test_feature: Literal["bn", "pre_bn"] = "pre_bn",
+        test_feature: TestFeature = "pre_bn",
         use_mmfa: bool = True,
         use_tmse: bool = True,
         use_csse: bool = True,
@@ -103,7 +111,7 @@ class NEXT(nn.Module):
         mask_temperature: float = 1.0,
     ) -> None:
         super().__init__()
-        check_choice("test_feature", test_feature, ("bn", "pre_bn"))
+        check_test_feature(test_feature)
         check_choice("semantic_route", semantic_route, ROUTE_KINDS)
         check_choice("structure_route", structure_route, ROUTE_KINDS)
         check_choice("sampling", sampling, SAMPLING_STRATEGIES)
@@ -119,11 +127,7 @@ class NEXT(nn.Module):
         m = len(MODALITIES)
         self.num_cameras, self.sie_factor, self.test_feature = num_cameras, sie_factor, test_feature
         self.use_mmfa, self.sentence_sampling, self.sentence_keep_prob = use_mmfa, sentence_sampling, sentence_keep_prob
-        if num_cameras > 0:  # as the baseline (DeMo): zeros + trunc_normal(std 0.02), transformer width
-            self.sie_embed = nn.Parameter(torch.zeros(num_cameras, self.encoder.width))
-            nn.init.trunc_normal_(self.sie_embed, std=0.02)
-        else:
-            self.register_parameter("sie_embed", None)
+        self.sie_embed = camera_embedding(num_cameras, self.encoder.width)  # (cameras, width) or None
 
         self.semantic_experts = nn.ModuleList(
             SemanticExpert(
@@ -193,9 +197,7 @@ class NEXT(nn.Module):
         if m != len(MODALITIES):
             raise ValueError(f"expected images (B, {len(MODALITIES)}, 3, H, W), got {tuple(images.shape)}")
         images = zero_missing_modalities(images, missing)  # DeMo's missing-modality protocol, as the baseline
-        cls_bias = None
-        if self.sie_embed is not None and camids is not None:
-            cls_bias = (self.sie_factor * self.sie_embed[camids]).repeat_interleave(m, dim=0)  # (B * M, width)
+        cls_bias = camera_bias(self.sie_embed, self.sie_factor, camids, m)  # (B * M, width) or None
         tokens = self.encoder(images.flatten(0, 1), cls_bias=cls_bias)  # (B * M, 1 + N, D)
         tokens = tokens.view(b, m, tokens.shape[1], tokens.shape[2])  # (B, M, 1 + N, D)
         cls, patches = tokens[:, :, 0], tokens[:, :, 1:]  # (B, M, D), (B, M, N, D)
@@ -225,5 +227,5 @@ class NEXT(nn.Module):
         if self.training:
             out["logits"] = logits  # (B, num_classes)
         else:
-            out["retrieval"] = bn_features if self.test_feature == "bn" else features
+            out["retrieval"] = retrieval_feature(features, bn_features, self.test_feature)
         return out

@@ -33,8 +33,16 @@ from torch import nn
 
 from reidtrain.data.text import eot_positions, tokenize_captions
 from reidtrain.models.layers.clip import ClipTextEncoder, ClipVisualEncoder, build_clip
-from reidtrain.models.layers.heads import MODALITIES, BNNeck, zero_missing_modalities
+from reidtrain.models.layers.heads import (
+    MODALITIES,
+    BNNeck,
+    TestFeature,
+    check_test_feature,
+    retrieval_feature,
+    zero_missing_modalities,
+)
 from reidtrain.models.layers.hypergraph import HypergraphFusion
+from reidtrain.models.layers.sie import camera_bias, camera_embedding
 from reidtrain.models.registry import register_model
 from reidtrain.models.stmi_modules import (
     CrossAttention,
@@ -116,11 +124,10 @@ class STMI(nn.Module):
         num_heads: int | None = None,
         freeze_text: bool = False,
         retrieval: str = "global+fused",
-        test_feature: Literal["bn", "pre_bn"] = "pre_bn",
+        test_feature: TestFeature = "pre_bn",
     ) -> None:
         super().__init__()
-        if test_feature not in ("bn", "pre_bn"):
-            raise ValueError(f"test_feature must be 'bn' or 'pre_bn', not {test_feature!r}")
+        check_test_feature(test_feature)
         if not 0.0 <= mask_perturbation <= 1.0:
             raise ValueError(f"mask_perturbation is a probability, got {mask_perturbation}")
         heads_used = HEAD_NAMES if use_str else HEAD_NAMES[:1]
@@ -135,11 +142,7 @@ class STMI(nn.Module):
         m = len(MODALITIES)
         self.feat_dim, self.num_cameras, self.sie_factor = dim, num_cameras, sie_factor
         self.test_feature, self.use_str, self.mask_perturbation = test_feature, use_str, mask_perturbation
-        if num_cameras > 0:  # as the baseline (DeMo): trunc_normal(std 0.02), width of the transformer
-            self.sie_embed = nn.Parameter(torch.zeros(num_cameras, self.encoder.width))
-            nn.init.trunc_normal_(self.sie_embed, std=0.02)
-        else:
-            self.register_parameter("sie_embed", None)
+        self.sie_embed = camera_embedding(num_cameras, self.encoder.width)  # (cameras, width) or None
 
         self.sfm = (
             SFMGates(len(self.encoder.blocks), self.encoder.num_heads, sfm_sharing, sfm_layers, sfm_init)
@@ -226,9 +229,7 @@ class STMI(nn.Module):
         if m != len(MODALITIES):
             raise ValueError(f"expected images (B, {len(MODALITIES)}, 3, H, W), got {tuple(images.shape)}")
         images = zero_missing_modalities(images, missing)
-        cls_bias = None
-        if self.sie_embed is not None and camids is not None:
-            cls_bias = (self.sie_factor * self.sie_embed[camids]).repeat_interleave(m, dim=0)  # (B * 3, width)
+        cls_bias = camera_bias(self.sie_embed, self.sie_factor, camids, m)  # (B * 3, width) or None
         relation = None
         if self.sfm is not None:
             if token_mask is None:
@@ -259,6 +260,6 @@ class STMI(nn.Module):
         if self.training:
             out["logits"] = [logits[name] for name in names]
         else:
-            chosen = bn_features if self.test_feature == "bn" else features
+            chosen = retrieval_feature(features, bn_features, self.test_feature)
             out["retrieval"] = torch.cat([chosen[name] for name in self.retrieval_heads], dim=1)
         return out
