@@ -1,6 +1,6 @@
 """Samples per second of a full training step (data + forward + backward + optimizer) for a ``reidtrain`` model.
 
-Runs the trainer's own pieces (``TrainItems`` over the shards, ``PKSampler``, ``DataLoader``, the model, the
+Runs the trainer's own pieces (``ShardItems`` over the shards, ``PKSampler``, ``DataLoader``, the model, the
 ``ReIDObjective``, Adam with the recipe's parameter groups, ``train_one_epoch``) on shards of the synthetic dataset
 and splits the wall time into waiting for batches (data) and the rest (compute). The first ``--warmup`` steps are
 run and not counted. Default: the baseline at ViT-B/16 size (random init), 256x128 persons.
@@ -26,12 +26,13 @@ from reidprep.synth import generate_dataset
 from reidschemas.config import ShardsConfig
 from reidtrain.batch import model_inputs, shard_columns
 from reidtrain.data.augment import TrainTransform
+from reidtrain.data.items import ShardItems
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import ShardDataset
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
 from reidtrain.optim import make_optimizer, param_groups
-from reidtrain.trainer import TrainItems, autocast_dtype, train_one_epoch
+from reidtrain.trainer import autocast_dtype, train_one_epoch
 
 
 def _shards(root: Path, ids: int, images_per_id: int) -> Path:
@@ -80,7 +81,7 @@ def main() -> None:
         )
         objective = ReIDObjective(labels.num_classes)
         sampler = PKSampler(train_set.pids, args.p, args.k, seed=0)
-        items = TrainItems(train_set, TrainTransform(size=tuple(args.image_size)), labels, inputs)
+        items = ShardItems(train_set, TrainTransform(size=tuple(args.image_size)), labels, inputs, with_labels=True)
         batches = [b.tolist() for b in sampler.batches()]
         while len(batches) < args.warmup + args.steps:  # more epochs' batches when one epoch is short
             sampler.set_epoch(sampler.epoch + 1)

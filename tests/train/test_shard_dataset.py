@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from reidprep.cli import app
@@ -18,6 +19,8 @@ from reidprep.shards.build import build_shards
 from reidprep.synth import generate_dataset
 from reidschemas.config import ShardsConfig
 from reidschemas.shards import decode_image
+from reidtrain.data.augment import EvalTransform, TrainTransform
+from reidtrain.data.items import ShardItems
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import LabelMap, ShardDataset, ShardIndex
 
@@ -176,3 +179,29 @@ def test_dataloader_with_workers(shards: Path) -> None:
     by_batch = torch.utils.data.DataLoader(dataset, batch_sampler=sampler.batch_sampler(), num_workers=2,
                                            collate_fn=_collate)  # fmt: skip
     assert [b["pid"].tolist() for b in by_batch] == expected
+
+
+def test_shard_items_give_the_model_ready_row(shards: Path) -> None:
+    """Training rows carry the class label, evaluation rows do not; both carry the raw ids and the camera index."""
+    train = ShardDataset(shards, "train")
+    labels = train.label_map()
+    size = (64, 32)
+    train_items = ShardItems(train, TrainTransform(size=size), labels, ("token_mask",), with_labels=True)
+    query = ShardDataset(shards, "query", index=train.index)
+    query_items = ShardItems(query, EvalTransform(size=size), labels, ("token_mask",))
+    train_pids = sorted({int(p) for p in train.pids})
+    cameras = sorted({int(r["camid"]) for r in _rows(shards)})
+    for items, dataset in ((train_items, train), (query_items, query)):
+        assert len(items) == len(dataset)
+        for i in (0, len(items) - 1):
+            row, raw = items[i], dataset[i]
+            assert row["images"].shape == (3, 3, *size)
+            assert (row["pid"], row["camid"]) == (raw["pid"], raw["camid"])
+            assert row["sceneid"] == (-1 if raw["sceneid"] is None else raw["sceneid"])
+            assert row["cam_index"] == cameras.index(raw["camid"])
+            assert row["token_mask"].shape == ((size[0] // 16) * (size[1] // 16),) and bool(row["has_mask"])
+            if items is train_items:
+                assert row["label"] == train_pids.index(raw["pid"])
+            else:
+                assert "label" not in row
+    torch.testing.assert_close(query_items[0]["images"], query_items[0]["images"])  # eval is deterministic

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from reidtrain.batch import forward_inputs, item_inputs, model_inputs, shard_columns
+from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import EvalTransform
+from reidtrain.data.items import ShardItems
 from reidtrain.data.shards import LabelMap, ShardDataset, ShardIndex
 from reidtrain.metrics import evaluate_rank
 from reidtrain.models import create_model
@@ -36,36 +37,10 @@ __all__ = [
 ]
 
 
-class EvalItems(Dataset):
-    """Query or gallery rows as tensors: images (3, 3, H, W), camera index (SIE), raw pid, camid, sceneid (-1: none),
-    and the model's extra inputs (``reidtrain.batch``)."""
-
-    def __init__(
-        self, dataset: ShardDataset, transform: EvalTransform, labels: LabelMap, inputs: tuple[str, ...] = ()
-    ) -> None:
-        self.dataset, self.transform, self.labels, self.inputs = dataset, transform, labels, inputs
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self.dataset[i]
-        scene = item["sceneid"]
-        out = self.transform(item["images"], item["mask"])
-        return {
-            "images": out["images"],
-            "cam_index": self.labels.camid_to_index[int(item["camid"])],
-            "pid": int(item["pid"]),
-            "camid": int(item["camid"]),
-            "sceneid": -1 if scene is None else int(scene),
-            **item_inputs(self.inputs, item, out),
-        }
-
-
 @torch.no_grad()
 def extract_features(
     model: nn.Module,
-    items: EvalItems,
+    items: ShardItems,
     device: torch.device,
     missing: Sequence[str] = (),
     batch_size: int = 64,
@@ -158,7 +133,7 @@ def rank_gallery(
     gallery = ShardDataset(shards_dir, "gallery", columns=columns, index=query.index)
     labels = labels if labels is not None else query.label_map()
     transform = EvalTransform(size=image_size)
-    q_items, g_items = EvalItems(query, transform, labels, inputs), EvalItems(gallery, transform, labels, inputs)
+    q_items, g_items = ShardItems(query, transform, labels, inputs), ShardItems(gallery, transform, labels, inputs)
     q = extract_features(model, q_items, device, missing, num_workers=num_workers)
     g = extract_features(model, g_items, device, missing, num_workers=num_workers)
     qf, gf = torch.from_numpy(q.pop("feats")).double(), torch.from_numpy(g.pop("feats")).double()

@@ -38,10 +38,11 @@ from typing import Any, cast
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from reidtrain.batch import forward_inputs, item_inputs, model_inputs, shard_columns
+from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import TrainTransform
+from reidtrain.data.items import ShardItems
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import LabelMap, ShardDataset
 from reidtrain.distributed import DistEnv, broadcast_object, dist_env, process_group
@@ -147,28 +148,6 @@ def resolve_config(options: FitOptions, labels: LabelMap) -> tuple[dict[str, Any
 def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     keys = sorted((set(old) | set(new)) - set(_NOT_COMPARED))
     return [k for k in keys if old.get(k) != new.get(k)]
-
-
-class TrainItems(Dataset):
-    """Training rows as tensors: augmented images (3, 3, H, W), class label, camera index, the model's extra inputs."""
-
-    def __init__(
-        self, dataset: ShardDataset, transform: TrainTransform, labels: LabelMap, inputs: tuple[str, ...] = ()
-    ) -> None:
-        self.dataset, self.transform, self.labels, self.inputs = dataset, transform, labels, inputs
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self.dataset[i]
-        out = self.transform(item["images"], item["mask"])  # torch's global RNG, reseeded every epoch
-        return {
-            "images": out["images"],
-            "label": self.labels.pid_to_label[int(item["pid"])],
-            "cam_index": self.labels.camid_to_index[int(item["camid"])],
-            **item_inputs(self.inputs, item, out),
-        }
 
 
 def seed_everything(seed: int) -> None:
@@ -401,7 +380,7 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
         erase_p=recipe.augment.erase_p,
     )
     loader = DataLoader(
-        TrainItems(train_set, transform, labels, inputs),
+        ShardItems(train_set, transform, labels, inputs, with_labels=True),
         batch_sampler=sampler.batch_sampler(),
         num_workers=options.num_workers,
         pin_memory=device.type == "cuda",

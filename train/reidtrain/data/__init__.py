@@ -1,1 +1,1 @@
-"""Data loading for training: the shard dataset and the PK sampler."""
+"""Data loading: the shard dataset, rows as model-ready tensors (training and evaluation), augmentation, the PK sampler."""
