@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from reidtrain.cli import app
 from reidtrain.models import create_model
-from reidtrain.models.demo import DeMo
-from reidtrain.models.demo_modules import (
+from reidtrain.models.demo import (
     EXPERT_NAMES,
     EXPERT_SETS,
     AttentionTriggeredMoE,
+    DeMo,
     HierarchicalDecoupling,
     PatchIntegratedExtractor,
 )

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from reidtrain.cli import app
 from reidtrain.data.text import tokenize_captions
 from reidtrain.models import create_model
-from reidtrain.models.dmpt import DMPT
-from reidtrain.models.dmpt_modules import (
+from reidtrain.models.dmpt import (
+    DMPT,
     BindCrossAttention,
     ModalityPromptProjector,
     center_mae_loss,

@@ -16,8 +16,8 @@ from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
 from reidtrain.models.layers.clip import build_clip
 from reidtrain.models.layers.hypergraph import HypergraphConv, HypergraphFusion, similarity_incidence
-from reidtrain.models.stmi import STMI
-from reidtrain.models.stmi_modules import (
+from reidtrain.models.stmi import (
+    STMI,
     CrossModalMLP,
     SelfAttentionFusion,
     SemanticTokenReallocation,

@@ -1,1 +1,1 @@
-"""Data loading: the shard dataset, rows as model-ready tensors (training and evaluation), augmentation, the PK sampler."""
+"""Data loading: the shard dataset, model-ready rows (training and evaluation), augmentation, the PK sampler."""
