@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -178,46 +179,65 @@ def test_without_a_mask_shape_attributes_are_null_and_colour_confidences_lower(r
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Accuracy on the synthetic ground truth (chance is 1/3 for a pedestrian's view, 1/11 for a colour)
+# Accuracy on the synthetic ground truth, against the best constant answer on the same rows. Plain accuracy alone
+# proves little on skewed attributes (a pedestrian's clarity is "clear" for 88% of the truth), so each check asks for
+# accuracy above the majority class's share AND a balanced accuracy (mean recall per true class, which is 1/k for any
+# constant answer over k classes) well above 1/k. The suitcase is not checked: the synthetic truth has no dragged
+# suitcase at this size, so nothing can tell the provider from the constant answer "not dragging".
 
 
-def test_person_attributes_beat_chance_clearly(runs):
+def _beats_constant(predictions: dict[str, AttributeSet], truth: dict, name: str, balanced_at_least: float) -> None:
+    rows = [
+        (str(truth[key][name]).lower(), str(value).lower())
+        for key, attributes in predictions.items()
+        if truth.get(key, {}).get(name) is not None and (value := attributes.values().get(name)) is not None
+    ]
+    assert rows, f"{name}: no row answered"
+    classes = Counter(expected for expected, _ in rows)
+    majority = max(classes.values()) / len(rows)
+    accuracy = sum(expected == got for expected, got in rows) / len(rows)
+    recalls = [sum(got == c for e, got in rows if e == c) / n for c, n in classes.items()]
+    balanced = sum(recalls) / len(recalls)
+    assert len(classes) > 1, f"{name}: one true class only ({classes}); no answer can beat the constant one"
+    assert accuracy > majority, f"{name}: accuracy {accuracy:.3f} <= the majority answer's {majority:.3f}"
+    assert balanced >= balanced_at_least > 1 / len(classes), f"{name}: balanced accuracy {balanced:.3f}"
+
+
+def test_person_attributes_beat_the_constant_answer(runs):
     root, predictions, without = runs["person"]
     truth, day = load_groundtruth_attributes(root), _daytime(root)
     assert _accuracy(predictions["rgb"], truth, "capture_time") == (1.0, 1.0)
-    for view in ("nir", "tir"):
-        accuracy, coverage = _accuracy(predictions[view], truth, "capture_time")
-        assert accuracy >= 0.9 and coverage == 1.0
-    accuracy, coverage = _accuracy(predictions["rgb"], day, "upper_clothing_color")
-    assert accuracy >= 0.6 and coverage >= 0.9
-    accuracy, coverage = _accuracy(predictions["rgb"], day, "lower_clothing_color")
-    assert accuracy >= 0.6 and coverage >= 0.9
+    for view in ("rgb", "nir", "tir"):
+        _beats_constant(predictions[view], truth, "capture_time", 0.95)
+        assert _accuracy(predictions[view], truth, "capture_time")[1] == 1.0  # always answered
+    _beats_constant(predictions["rgb"], day, "upper_clothing_color", 0.8)  # 1/k = 1/6
+    _beats_constant(predictions["rgb"], day, "lower_clothing_color", 0.8)
+    assert _accuracy(predictions["rgb"], day, "upper_clothing_color")[1] >= 0.9
     night = {k: v for k, v in truth.items() if k not in day}
     assert _accuracy(predictions["rgb"], night, "upper_clothing_color")[1] == 0.0  # too dark: not measured
-    assert _accuracy(predictions["rgb"], truth, "illumination")[0] >= 0.7
-    assert _accuracy(predictions["composite"], truth, "view")[0] >= 0.7
-    assert _accuracy(predictions["tir"], truth, "view")[0] >= 0.7
-    assert _accuracy(predictions["composite"], truth, "target_clarity")[0] >= 0.85
-    assert _accuracy(predictions["nir"], truth, "target_clarity")[0] >= 0.75
-    assert _accuracy(predictions["composite"], truth, "suitcase")[0] >= 0.8  # a suitcase behind an occluder is missed
-    assert _accuracy(without["rgb"], day, "upper_clothing_color")[0] >= 0.4  # a centre box only
+    _beats_constant(predictions["rgb"], truth, "illumination", 0.8)
+    _beats_constant(predictions["composite"], truth, "view", 0.75)
+    _beats_constant(predictions["tir"], truth, "view", 0.75)
+    _beats_constant(predictions["composite"], truth, "target_clarity", 0.85)  # "clear" is 88% of the truth
+    _beats_constant(predictions["nir"], truth, "target_clarity", 0.8)
+    _beats_constant(without["rgb"], day, "upper_clothing_color", 0.45)  # a centre box only; 1/k = 1/6
 
 
-def test_vehicle_attributes_beat_chance_clearly(runs):
+def test_vehicle_attributes_beat_the_constant_answer(runs):
     root, predictions, without = runs["vehicle"]
     truth, day = load_groundtruth_attributes(root), _daytime(root)
     for view in ("rgb", "nir", "tir"):
-        accuracy, coverage = _accuracy(predictions[view], truth, "capture_time")
-        assert accuracy >= 0.9 and coverage == 1.0
-    accuracy, coverage = _accuracy(predictions["rgb"], day, "color")
-    assert accuracy >= 0.7 and coverage == 1.0
-    assert _accuracy(without["rgb"], day, "color")[0] >= 0.6
-    assert _accuracy(predictions["rgb"], truth, "illumination")[0] >= 0.6
-    for view in VIEWS:
-        assert _accuracy(predictions[view], truth, "view")[0] >= 0.6  # chance 1/4
-    assert _accuracy(predictions["composite"], truth, "view")[0] >= 0.75
-    assert _accuracy(predictions["composite"], truth, "target_clarity")[0] >= 0.85
-    assert _accuracy(predictions["composite"], truth, "headlights_condition")[0] >= 0.8
+        _beats_constant(predictions[view], truth, "capture_time", 0.95)  # "daytime" is 91% of the truth
+        assert _accuracy(predictions[view], truth, "capture_time")[1] == 1.0
+    _beats_constant(predictions["rgb"], day, "color", 0.8)  # 1/k = 1/5
+    assert _accuracy(predictions["rgb"], day, "color")[1] == 1.0
+    _beats_constant(without["rgb"], day, "color", 0.7)
+    _beats_constant(predictions["rgb"], truth, "illumination", 0.7)
+    for view in ("rgb", "tir", "composite"):
+        _beats_constant(predictions[view], truth, "view", 0.85)  # 1/k = 1/4
+    _beats_constant(predictions["nir"], truth, "view", 0.6)  # dark NIR frames leave fewer rows and cues
+    _beats_constant(predictions["composite"], truth, "target_clarity", 0.85)  # "clear" is 84% of the truth
+    _beats_constant(predictions["composite"], truth, "headlights_condition", 0.85)
 
 
 # ---------------------------------------------------------------------------------------------------------------
