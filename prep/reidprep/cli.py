@@ -14,11 +14,12 @@ from functools import reduce
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer._click.core import Context  # typer >= 0.20 vendors click as typer._click
+from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
 from reidprep import __version__
@@ -32,13 +33,14 @@ DEFAULTS = PipelineConfig()
 class _Group(TyperGroup):
     """Adds the way out to click's "unexpected extra argument": workdirs are given by option."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
-        except click.UsageError as exc:
-            if "unexpected extra argument" in exc.message:
-                exc.message += "; give the workdir as --workdir W (or the config as --config FILE)"
-            raise
+        except UsageError as exc:
+            if "unexpected extra argument" not in exc.message:
+                raise
+            hint = "; give the workdir as --workdir W (or the config as --config FILE)"
+            raise UsageError(exc.message + hint, ctx=exc.ctx) from None
 
 
 app = typer.Typer(
