@@ -17,6 +17,7 @@ from reidprep.atomic import write_json
 from reidprep.layouts import Candidate, ScanResult, get_layout
 from reidprep.ledger import count_by_type, write_ledger
 from reidprep.manifest import write_manifest
+from reidprep.marker import Marker, file_digest, fingerprint_of
 from reidprep.progress import track
 from reidprep.workdir import Workdir
 from reidschemas import LedgerEntry, SampleRecord
@@ -167,7 +168,8 @@ def run_index(
 ) -> dict[str, Any]:
     """Index a dataset into ``workdir/index/``; skipped when done with the same parameters unless ``force``.
 
-    Writes ``manifest.parquet``, ``errors.parquet`` and ``summary.json``, then the ``_SUCCESS`` marker last.
+    Writes ``manifest.parquet``, ``errors.parquet`` and ``summary.json``, then the ``_SUCCESS`` marker last (its
+    fingerprint hashes the parameters; its ``output`` is the manifest's digest, which the later steps record).
     Returns the summary (with ``"skipped": True`` when nothing was redone).
     """
     wd = Workdir(workdir)
@@ -177,12 +179,11 @@ def run_index(
         "check_images": check_images,
         "drop_overlapping_train_ids": drop_overlapping_train_ids,
     }
-    marker = wd.done_marker(STAGE)
-    if marker.is_file() and not force and wd.summary(STAGE).is_file():
-        summary = json.loads(wd.summary(STAGE).read_text())
-        if summary.get("params") == params:
-            return {**summary, "skipped": True}
-    marker.unlink(missing_ok=True)
+    fingerprint = fingerprint_of({"stage": STAGE, "params": params})
+    marker = Marker(wd.done_marker(STAGE))
+    if not force and marker.matching(fingerprint) and wd.manifest.is_file() and wd.summary(STAGE).is_file():
+        return {**json.loads(wd.summary(STAGE).read_text()), "skipped": True}
+    marker.clear()
     start = time.perf_counter()
     result = build_index(
         layout_name,
@@ -210,5 +211,12 @@ def run_index(
         "seconds": round(time.perf_counter() - start, 3),
     }
     write_json(summary, wd.summary(STAGE))
-    write_json({"stage": STAGE, "records": len(result.records)}, marker)
+    output = manifest_fingerprint(workdir)
+    marker.write(fingerprint, {"stage": STAGE, "records": len(result.records), "output": output})
     return {**summary, "skipped": False}
+
+
+def manifest_fingerprint(workdir: Path) -> str | None:
+    """16 hex digits of the manifest's SHA-256: the index output the later steps record; None without one."""
+    manifest = Workdir(workdir).manifest
+    return file_digest(manifest)[:16] if manifest.is_file() else None

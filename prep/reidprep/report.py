@@ -27,7 +27,7 @@ from reidprep.manifest import read_manifest
 from reidprep.masks.fusion import resize_mask
 from reidprep.masks.preview import overlay
 from reidprep.stage import current_run_dir, read_failures, read_stage_table, work_units
-from reidprep.status import workdir_status
+from reidprep.steps import workdir_status
 from reidprep.workdir import Workdir
 from reidschemas import MODALITIES, LedgerEntry, SampleRecord
 from reidschemas.maskcodec import decode_mask
@@ -37,7 +37,7 @@ FAILURE_ROWS = 5
 THUMB_BOX = (120, 200)
 """Largest displayed size of a sample image, (width, height) in CSS pixels; the PNG is twice that at most."""
 MODALITY_NAMES = {"rgb": "RGB", "nir": "NIR", "tir": "TIR"}
-STATE_CLASS = {"complete": "ok", "incomplete": "warn", "not run": "off"}
+STATE_CLASS = {"complete": "ok", "incomplete": "warn", "stale": "warn", "not run": "off"}
 
 CSS = """
 * { box-sizing: border-box; }
@@ -228,6 +228,11 @@ def _header(workdir: Path, index_summary: dict[str, Any] | None) -> str:
     return "".join(out)
 
 
+def _stale_note(status: dict[str, Any]) -> str:
+    """Why a step is stale (the upstream run it was built on and the current one), under its state."""
+    return f'<div class="sub">{_e(status["stale"])}</div>' if status.get("stale") else ""
+
+
 def _stages_section(workdir: Path, stages: dict[str, dict[str, Any]]) -> str:
     out = ['<section><h2>Stages</h2><table class="stages">']
     out.append(
@@ -249,7 +254,8 @@ def _stages_section(workdir: Path, stages: dict[str, dict[str, Any]]) -> str:
             )
         out.append(
             f'<tr data-stage="{_e(name)}"><td><b>{_e(name)}</b></td>'
-            f'<td><span class="badge {STATE_CLASS.get(state, "warn")}">{_e(state)}</span></td>'
+            f'<td><span class="badge {STATE_CLASS.get(state, "warn")}">{_e(state)}</span>'
+            f"{_stale_note(status)}</td>"
             f'<td class="num">{done}</td><td class="num">{failed}</td>'
             f'<td class="num">{_num(status.get("warnings", 0))}</td>'
             f'<td class="num">{"" if pending is None else _e(pending)}</td>'

@@ -15,7 +15,9 @@ atomically (temporary name, then rename): a part that exists is complete. Failur
   folders are kept and reported as stale, never mixed in.
 
 Layout under ``<workdir>/<stage>/``: ``current.json``, ``summary.json``, ``errors.parquet`` (the current run's
-ledger, merged), ``runs/<fingerprint>/{stage.json, parts/, failures/, _SUCCESS}``.
+ledger, merged), ``runs/<fingerprint>/{stage.json, parts/, failures/, _SUCCESS}``. ``stage.json`` also records
+``inputs``: the fingerprints of the upstream outputs the run read (the manifest's digest, the masks run), which
+``status`` compares with the upstreams' current ones (see :mod:`reidprep.step`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reidprep.atomic import write_json, write_parquet
+from reidprep.index import manifest_fingerprint
 from reidprep.ledger import LEDGER_SCHEMA, write_ledger
 from reidprep.manifest import read_manifest
 from reidprep.progress import track
@@ -69,6 +72,11 @@ class StageTask(ABC):
     @abstractmethod
     def identity(self) -> dict[str, Any]:
         """Everything that determines the rows (JSON-able); recorded with the outputs and fingerprinted."""
+
+    def inputs(self) -> dict[str, str | None]:
+        """Fingerprints of the upstream stage outputs this task reads (beyond the manifest), recorded in
+        ``stage.json`` so ``status`` can tell when one was rerun; already part of ``identity``."""
+        return {}
 
     @abstractmethod
     def process(self, units: Sequence[WorkUnit]) -> list[dict[str, Any] | Failure]:
@@ -244,9 +252,9 @@ def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSum
         "units": len(units),
         "chunks": len(chunks),
         "format": STAGE_FORMAT_VERSION,
+        "inputs": {"index": manifest_fingerprint(workdir), **task.inputs()},
     }
-    if not run.meta.is_file():
-        write_json(meta, run.meta)
+    write_json(meta, run.meta)
     write_json({"fingerprint": fp, "run_dir": f"runs/{fp}"}, stage_dir / "current.json")
     schema = task.schema.with_metadata(
         {"reid.stage": task.name, "reid.fingerprint": fp, "reid.identity": json.dumps(meta["identity"], sort_keys=True)}
@@ -309,6 +317,19 @@ def current_run_dir(workdir: Path, stage: str) -> Path | None:
     if not pointer.is_file():
         return None
     return pointer.parent / json.loads(pointer.read_text())["run_dir"]
+
+
+def complete_run(workdir: Path, stage: str) -> str | None:
+    """The current run's fingerprint when that run is complete (``_SUCCESS`` written), else None."""
+    run_dir = current_run_dir(workdir, stage)
+    return run_dir.name if run_dir is not None and (run_dir / "_SUCCESS").is_file() else None
+
+
+def run_inputs(workdir: Path, stage: str) -> dict[str, str | None]:
+    """The upstream fingerprints the current run recorded in its ``stage.json`` (empty when it never ran)."""
+    run_dir = current_run_dir(workdir, stage)
+    meta = None if run_dir is None else run_dir / "stage.json"
+    return dict(json.loads(meta.read_text()).get("inputs", {})) if meta is not None and meta.is_file() else {}
 
 
 def stale_runs(workdir: Path, stage: str) -> list[Path]:

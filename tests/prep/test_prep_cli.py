@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -64,7 +65,10 @@ def test_index_then_status_then_rerun_skips(tmp_path):
     manifest = workdir / "index" / "manifest.parquet"
     before = manifest.read_bytes()
     status = _json_status(workdir)["stages"]["index"]
-    assert status == {"state": "complete", "done": 7, "failed": 0, "warnings": 0, "pending": 0}
+    assert status == {
+        "state": "complete", "done": 7, "failed": 0, "warnings": 0, "pending": 0,
+        "fingerprint": hashlib.sha256(before).hexdigest()[:16], "inputs": {}, "stale": None,
+    }  # fmt: skip
 
     second = runner.invoke(prep_app, args)
     assert second.exit_code == 0 and "already done" in second.output

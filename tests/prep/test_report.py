@@ -20,7 +20,7 @@ from reidprep.index import run_index
 from reidprep.ledger import read_ledger
 from reidprep.report import write_report
 from reidprep.stage import current_run_dir, read_stage_table
-from reidprep.status import workdir_status
+from reidprep.steps import workdir_status
 from reidprep.synth import generate_dataset
 
 runner = CliRunner()

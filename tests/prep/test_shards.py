@@ -107,7 +107,7 @@ def test_validate_names_corrupt_shards(prepared, tmp_path):
     data[len(data) // 2] ^= 0xFF
     shards[0].write_bytes(bytes(data))
     shards[1].unlink()
-    result = runner.invoke(app, ["validate-shards", str(tmp_path / "s")])
+    result = runner.invoke(app, ["validate-shards", "--shards", str(tmp_path / "s")])
     assert result.exit_code == 1
     assert (
         f"{shards[0].name}: checksum differs" in result.output and f"{shards[1].name}: file is missing" in result.output

@@ -110,6 +110,9 @@ class CaptionsTask(StageTask):
             "version": CAPTIONS_VERSION,
         }
 
+    def inputs(self) -> dict[str, str | None]:
+        return {"masks": self.masks_fingerprint}
+
     # ------------------------------------------------------------------------------------------- processing
     def process(self, units: Sequence[WorkUnit]) -> list[dict[str, Any] | Failure]:
         if self.providers.imported is not None:

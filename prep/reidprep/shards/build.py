@@ -8,9 +8,7 @@ set. The same inputs and settings give byte-identical shards.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import resource
 import time
@@ -26,10 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from reidprep.atomic import write_json
 from reidprep.images import load_modality
+from reidprep.index import manifest_fingerprint
 from reidprep.ledger import write_ledger
 from reidprep.manifest import read_manifest, sort_records
+from reidprep.marker import Marker, file_digest, fingerprint_of
 from reidprep.masks.fusion import resize_mask
 from reidprep.progress import track
 from reidprep.stage import current_run_dir, read_stage_table
@@ -63,14 +62,6 @@ class BuildSummary:
             f"build-shards: {self.rows} rows ({splits}) in {len(self.shards)} shard(s), {self.excluded} excluded, "
             f"{self.seconds:.1f}s, peak memory {self.peak_rss_mb:.0f} MB"
         )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _stage_rows(workdir: Path, stage: str, columns: list[str]) -> tuple[dict[str, dict], str | None]:
@@ -213,11 +204,11 @@ def _fingerprint(workdir: Path, config: ShardsConfig, masks_fp: str | None, capt
     payload = {
         "schema": SHARD_SCHEMA_VERSION,
         "config": config.model_dump(mode="json", exclude={"workers"}),
-        "manifest": _sha256(Workdir(workdir).manifest),
+        "manifest": file_digest(Workdir(workdir).manifest),
         "masks": masks_fp,
         "captions": captions_fp,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint_of(payload)
 
 
 def build_shards(
@@ -234,11 +225,11 @@ def build_shards(
     )
     fingerprint = _fingerprint(workdir, config, masks_fp, captions_fp)
     index_path = out / INDEX_NAME
-    if index_path.is_file() and not force:
-        index = json.loads(index_path.read_text())
-        if index.get("fingerprint") == fingerprint and all((out / s["file"]).is_file() for s in index["shards"]):
-            return BuildSummary(out, index["rows"], index["excluded"], index["shards"], index["rows_per_split"],
-                                skipped=True)  # fmt: skip
+    marker = Marker(index_path)  # dataset.json is the marker: written last, it records the fingerprint
+    done = None if force else marker.matching(fingerprint)
+    if done is not None and all((out / s["file"]).is_file() for s in done["shards"]):
+        return BuildSummary(out, done["rows"], done["excluded"], done["shards"], done["rows_per_split"],
+                            skipped=True)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     builder = _Builder(config, masks, captions)
     writer = _ShardWriter(out, int(config.target_shard_mb * 2**20), column_compression(config))
@@ -256,14 +247,14 @@ def build_shards(
                 writer.write(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA))
     writer.close()
     # Swap in the new set: the old index goes first, so a crash here leaves no index and the next run rebuilds.
-    index_path.unlink(missing_ok=True)
+    marker.clear()
     for old in out.glob("shard-*.parquet"):
         old.unlink()
     shards = []
     for tmp, final, splits in writer.finished:
         os.replace(tmp, final)
         rows_in = pq.read_metadata(final).num_rows
-        shards.append({"file": final.name, "rows": rows_in, "bytes": final.stat().st_size, "sha256": _sha256(final),
+        shards.append({"file": final.name, "rows": rows_in, "bytes": final.stat().st_size, "sha256": file_digest(final),
                        "rows_per_split": dict(sorted(splits.items()))})  # fmt: skip
     write_ledger(excluded, out / "errors.parquet")
     split_counts: Counter[str] = Counter()
@@ -273,14 +264,13 @@ def build_shards(
     total = sum(s["rows"] for s in shards)
     index = {
         "schema_version": SHARD_SCHEMA_VERSION,
-        "fingerprint": fingerprint,
-        "inputs": {"masks_run": masks_fp, "captions_run": captions_fp},
+        "inputs": {"index": manifest_fingerprint(workdir), "masks_run": masks_fp, "captions_run": captions_fp},
         "config": config.model_dump(mode="json"),
         "rows": total,
         "excluded": len(excluded),
         "rows_per_split": rows_per_split,
         "shards": shards,
     }
-    write_json(index, index_path)
+    marker.write(fingerprint, index)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return BuildSummary(out, total, len(excluded), shards, rows_per_split, time.perf_counter() - start, peak)

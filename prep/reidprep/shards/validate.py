@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from reidprep.progress import track
+from reidprep.step import StepFailed, StepResult
 from reidschemas.maskcodec import decode_mask
 from reidschemas.shards import SHARD_SCHEMA, SHARD_SCHEMA_VERSION, decode_image
 
@@ -83,3 +84,17 @@ def validate_shards(shards_dir: Path, progress: bool = False) -> dict[str, list[
     if total != index.get("rows") and not report:
         report[INDEX_NAME] = [f"shards hold {total} rows, dataset.json says {index.get('rows')}"]
     return report
+
+
+def check_shards(shards_dir: Path, progress: bool = False) -> StepResult:
+    """``reidprep validate-shards``: raises FileNotFoundError when there are no shards to check (a precondition)
+    and ``StepFailed`` naming every problem of every shard; otherwise says the folder is valid."""
+    if not (shards_dir / INDEX_NAME).is_file():
+        raise FileNotFoundError(
+            f"{shards_dir / INDEX_NAME} not found: run `reidprep build-shards`, or give the folder with --shards"
+        )
+    report = validate_shards(shards_dir, progress=progress)
+    if report:
+        lines = [f"{name}: {problem}" for name, problems in report.items() for problem in problems]
+        raise StepFailed("\n".join([*lines, f"{len(report)} shard(s) or index entries have problems in {shards_dir}"]))
+    return StepResult("validate-shards", [f"validate-shards: {shards_dir} is valid"], complete=True)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from reidprep.marker import Marker, fingerprint_of
 from reidprep.progress import track
 from reidprep.synth.identity import PersonIdentity, VehicleIdentity, identity_record, sample_person, sample_vehicle
 from reidprep.synth.plan import (
@@ -95,6 +96,10 @@ def _arguments(kind: str, ids: int, images_per_id: int, seed: int, test_fraction
     }  # fmt: skip
 
 
+def _fingerprint(arguments: dict[str, Any]) -> str:
+    return fingerprint_of({"arguments": arguments, "version": GENERATOR_VERSION})
+
+
 def _existing(root: Path, arguments: dict[str, Any], force: bool) -> SynthSummary | None:
     """The summary of an identical dataset already at ``root``; clears a synthetic one when ``force``.
 
@@ -103,14 +108,14 @@ def _existing(root: Path, arguments: dict[str, Any], force: bool) -> SynthSummar
     """
     if not root.exists() or (root.is_dir() and not any(root.iterdir())):
         return None
-    meta_path = root / "groundtruth" / "synth.json"
-    if not meta_path.is_file():
+    marker = Marker(root / "groundtruth" / "synth.json")
+    meta = marker.read()
+    if meta is None:
         raise ValueError(f"{root} already exists and was not written by reidprep synth: choose another folder")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if force:
         shutil.rmtree(root)
         return None
-    if meta.get("arguments") != arguments or meta.get("version") != GENERATOR_VERSION:
+    if marker.matching(_fingerprint(arguments)) is None:
         raise ValueError(
             f"{root} holds a synthetic dataset made with {meta.get('arguments')} (generator version "
             f"{meta.get('version')}): use --force to replace it, or choose another folder"
@@ -238,7 +243,7 @@ def generate_dataset(
         "test_ids": test,
         "counts": {f: {"ids": id_counts[f], "triplets": triplet_counts[f]} for f in folders},
     }  # fmt: skip
-    (gt / "synth.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    Marker(gt / "synth.json").write(_fingerprint(arguments), meta)  # the completion marker, written last
     if root.exists():
         root.rmdir()  # empty (checked above)
     partial.rename(root)

@@ -1,0 +1,98 @@
+"""The contract of a prep step, as datatrove's ``PipelineStep``: what it reads, its fingerprint, how it runs and
+reports. The concrete steps and their order are in :mod:`reidprep.steps`.
+
+Every step writes its outputs, then a completion marker holding its fingerprint (:mod:`reidprep.marker`; the
+per-triplet stages through :func:`reidprep.stage.run_stage`). The fingerprint covers the step's own parameters
+and the fingerprints of the upstream outputs it reads, which the step also records. A step is **stale** when an
+upstream it read has since been rerun with other parameters: a recorded upstream fingerprint differs from that
+upstream's current one. A rerun then computes another fingerprint and redoes the work.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from reidschemas import PipelineConfig
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How to run a step (not what it computes: that is the config)."""
+
+    force: bool = False
+    """Redo the work even where the marker says it is done (the per-triplet stages: this shard's chunks)."""
+    progress: bool = False
+    num_shards: int = 1
+    """Per-triplet stages: split the work into N deterministic slices..."""
+    shard_index: int = 0
+    """...and run this one (0-based)."""
+    retry_failed: bool = False
+    fail_fast: bool = False
+
+
+@dataclass
+class StepResult:
+    """What a step run did, as the lines a command prints."""
+
+    step: str
+    lines: list[str]
+    complete: bool
+    """The step's output is whole (False: a slice of a sharded run, or Batch API jobs still running)."""
+    skipped: bool = False
+    """Nothing was redone: the marker matched the fingerprint."""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class StepFailed(RuntimeError):
+    """The work itself failed (a bad sample with ``fail_fast``, a dead backend, ``--strict`` problems): exit 1.
+    Every other exception a step raises is a precondition (missing input, bad option): exit 2."""
+
+
+class Step(ABC):
+    """One prep step on the shared contract."""
+
+    name: ClassVar[str]
+    """Its folder in the workdir and its key in ``status``."""
+    command: ClassVar[str]
+    """The ``reidprep`` command that runs it."""
+    upstream: ClassVar[tuple[str, ...]] = ()
+    """The steps whose outputs it reads."""
+
+    @abstractmethod
+    def run(self, config: PipelineConfig, options: StepOptions) -> StepResult:
+        """Do the work for ``config`` (skipping it when the marker matches), writing the marker last."""
+
+    @abstractmethod
+    def output(self, workdir: Path) -> str | None:
+        """The fingerprint of the current, complete output (what a downstream step records), or None."""
+
+    @abstractmethod
+    def inputs(self, workdir: Path) -> dict[str, str | None]:
+        """The upstream fingerprints the current output was built on (upstream name -> fingerprint or None)."""
+
+    @abstractmethod
+    def counts(self, workdir: Path) -> dict[str, Any]:
+        """``state`` (not run / incomplete / complete), ``done``, ``failed``, ``warnings``, ``pending``."""
+
+    def status(self, workdir: Path, current: dict[str, str | None]) -> dict[str, Any]:
+        """``counts`` plus ``fingerprint``, ``inputs`` and ``stale`` (why, or None); the state becomes ``stale``
+        when an upstream in ``current`` (name -> its output fingerprint now) differs from what was recorded."""
+        row = self.counts(workdir)
+        if row["state"] == "not run":
+            return {**row, "fingerprint": None, "inputs": {}, "stale": None}
+        inputs = self.inputs(workdir)
+        reasons = [
+            f"built on {name} {_describe(inputs[name])}, current is {_describe(current.get(name))}"
+            for name in self.upstream
+            if name in inputs and inputs[name] != current.get(name)
+        ]
+        if reasons:
+            row["state"] = "stale"
+        return {**row, "fingerprint": self.output(workdir), "inputs": inputs, "stale": "; ".join(reasons) or None}
+
+
+def _describe(fingerprint: str | None) -> str:
+    return "no complete run" if fingerprint is None else f"run {fingerprint}"
