@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import EvalTransform
 from reidtrain.data.items import ShardItems
 from reidtrain.data.shards import LabelMap, ShardDataset, ShardIndex
-from reidtrain.metrics import evaluate_rank
+from reidtrain.metrics import evaluate_rank, expected_random_map
 from reidtrain.models import create_model
 
 __all__ = [
@@ -158,13 +158,12 @@ def score(ranking: Ranking) -> EvalResult:
     )
 
 
-def chance_map(ranking: Ranking, draws: int = 5, seed: int = 0) -> float:
-    """Mean mAP of ``draws`` random rankings of the same queries and gallery (what "far above chance" is measured
-    against: it depends on how many true matches each query has)."""
-    rng = np.random.default_rng(seed)
-    return float(
-        np.mean([score(replace(ranking, distmat=rng.random(ranking.distmat.shape))).mAP for _ in range(draws)])
-    )
+def chance_map(ranking: Ranking) -> float:
+    """The exact expected mAP of a uniformly random ranking of the same queries and gallery under the same removal
+    rule (what "far above chance" is measured against: it depends on how many true matches each query has)."""
+    q, g = ranking.query, ranking.gallery
+    scenes = {"q_sceneids": q["sceneids"], "g_sceneids": g["sceneids"]} if ranking.use_scenes else {}
+    return expected_random_map(q["pids"], g["pids"], q["camids"], g["camids"], **scenes)
 
 
 def resolve_checkpoint(run: Path, checkpoint: str) -> Path:

@@ -94,7 +94,7 @@ class FitSummary:
     best_epoch: int
     best_map: float
     resumed_from: int  # completed epochs found in last.pt (0: fresh start)
-    chance_map: float | None = None  # mean test mAP of random rankings (None: not computed)
+    chance_map: float | None = None  # expected test mAP of a random ranking (None: not computed)
 
     def __str__(self) -> str:
         chance = "" if self.chance_map is None else f" (random ranking: mAP {100 * self.chance_map:.2f})"
