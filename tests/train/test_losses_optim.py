@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -239,7 +240,7 @@ def test_unknown_recipe_lists_available_names():
     ],
 )
 def test_bad_key_is_named(raw, key):
-    with pytest.raises(RecipeError, match=f"key '{key}"):
+    with pytest.raises(RecipeError, match=rf"'inline': {re.escape(key)}:"):
         parse_recipe(raw, "inline")
 
 
