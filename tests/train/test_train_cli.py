@@ -178,3 +178,16 @@ def test_help_shows_every_default_and_h_works():
         assert "--config" in long.output and "--workdir" in long.output
     text = re.sub(r"\s+", " ", runner.invoke(train_app, ["fit", "--help"]).output)
     assert "[default: (baseline-tiny-demo)]" in text and "[default: (cpu)]" in text and "[default: (0)]" in text
+
+
+def test_the_shipped_pipeline_yaml_trains_the_demo_stmi():
+    from pathlib import Path
+
+    from reidschemas.config import load_config
+    from reidtrain.trainer import resolve_run
+
+    repo = Path(__file__).resolve().parents[2]
+    config = load_config(repo / "pipeline.yaml")
+    train, recipe = resolve_run(config.train, config.workdir)  # what `make demo` (fit --config pipeline.yaml) runs
+    assert (train.recipe, train.model, train.backbone, train.random_init) == ("stmi-demo", "stmi", "tiny", True)
+    assert train.output == repo / "runs" / "demo" / "train" / "stmi" and train.epochs == recipe.epochs == 20
