@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 import yaml
 
 from reidprep.cli import app as prep_app
-from reidtrain.trainer import FitOptions, fit
+from reidschemas.config import TrainConfig
+from reidtrain.trainer import fit
 
 CAPTION_COLUMNS = ("caption_rgb", "caption_nir", "caption_tir", "caption_fused")
 # Changes to next-tiny-demo for every variant alike, chosen on the baseline alone (seed 0, 8-20 epochs) so that a
@@ -95,17 +96,17 @@ def run_variant(name: str, shards: Path, output: Path, epochs: int, seed: int) -
     overrides = {**BENCH_OVERRIDES, "epochs": epochs, "warmup_epochs": min(1, epochs - 1), "model_options": options}
     start = time.perf_counter()
     summary = fit(
-        FitOptions(
+        TrainConfig(
             shards=shards,
             output=output,
             recipe="next-tiny-demo",
-            overrides=overrides,
+            set=overrides,
             model=model,
             backbone="tiny",
             random_init=True,
             seed=seed,
-            progress=False,
         ),
+        progress=False,
         echo=lambda _: None,
     )
     last = json.loads((output / "metrics.jsonl").read_text().splitlines()[-1])

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 import yaml
 
-from reidtrain.trainer import FitOptions, fit
+from reidschemas.config import TrainConfig
+from reidtrain.trainer import fit
 
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "baseline": ("baseline", {}),
@@ -46,17 +47,17 @@ def train_one(
 ) -> dict[str, float]:
     start = time.perf_counter()
     fit(
-        FitOptions(
+        TrainConfig(
             shards=shards,
             output=out,
             recipe="stmi-tiny-demo",
-            overrides={**overrides, "model_options": options},
+            set={**overrides, "model_options": options},
             model=model,
             backbone="tiny",
             random_init=True,
             seed=seed,
-            progress=False,
         ),
+        progress=False,
         echo=lambda _: None,
     )
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

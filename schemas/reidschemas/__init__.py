@@ -9,7 +9,8 @@ from reidschemas.attributes import (
     is_unknown,
     load_template,
 )
-from reidschemas.config import ConfigError, PipelineConfig, apply_overrides, load_config
+from reidschemas.config import PipelineConfig, apply_overrides, load_config
+from reidschemas.overrides import ConfigError
 from reidschemas.records import (
     DATASET_KIND,
     DATASETS,

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from reidschemas.overrides import describe, read_yaml_file, set_dotted
 from reidschemas.records import DatasetName
 
 
@@ -198,20 +198,32 @@ class ShardsConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """Defaults of ``reidtrain fit`` / ``reidtrain eval --config``; every key is also a command-line option."""
+    """``pipeline.yaml``'s train section: run settings of ``reidtrain fit`` / ``eval``, the recipe and its overrides.
 
+    Every key is also a command-line option. The recipe (``reidtrain.recipes``) names the model and backbone and holds
+    every optimisation setting; ``model``, ``backbone`` and ``set`` override it (``reidtrain.trainer.resolve_run``).
+    """
+
+    recipe: str | None = Field(
+        None,
+        description="packaged recipe name (data/recipes/<name>.yaml) or a YAML file; default: baseline-tiny-demo",
+    )
+    model: str | None = Field(None, description="override of the recipe's model (its model_options must fit)")
+    backbone: str | None = Field(None, description="override of the recipe's backbone (tiny, ViT-B-16, ...)")
+    set: dict[str, Any] = Field(default_factory=dict, description="recipe keys to override (dotted for nesting)")
     shards: Path | None = Field(None, description="shards folder (default: <workdir>/shards)")
     output: Path | None = Field(None, description="run folder (default: <workdir>/train/<model>)")
-    model: str = Field("baseline", description="registered model: baseline, stmi, next, demo, mambapro, dmpt")
-    backbone: str = Field("ViT-B-16", description="CLIP backbone: ViT-B-16, ViT-B-16-quickgelu, tiny, ...")
     weights: Path | None = Field(None, description="local CLIP weights file (never downloaded)")
     random_init: bool = Field(False, description="allow random initial weights when no weights file is given")
-    recipe: str = Field("baseline-tiny-demo", description="training recipe: data/recipes/<name>.yaml")
-    set: dict[str, Any] = Field(default_factory=dict, description="recipe keys to override (dotted for nesting)")
     epochs: int | None = Field(None, ge=1, description="stop after this epoch (default: the recipe's epochs)")
     device: str = Field("cpu", description="cpu or cuda")
     seed: int = Field(0, ge=0, description="seed of model init, PK order and augmentation")
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+
+def is_recipe_path(recipe: str) -> bool:
+    """A recipe given as a file (``*.yaml`` / ``*.yml`` or with a folder part) rather than a packaged name."""
+    return recipe.endswith((".yaml", ".yml")) or "/" in recipe or "\\" in recipe
 
 
 class PipelineConfig(_Section):
@@ -223,20 +235,6 @@ class PipelineConfig(_Section):
     captions: CaptionsConfig = CaptionsConfig()
     shards: ShardsConfig = ShardsConfig()
     train: TrainConfig = TrainConfig()
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not validate; the message names each bad key."""
-
-
-def _describe(error: ValidationError, source: str) -> ConfigError:
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        got = "" if item["type"] == "extra_forbidden" else f" (got {item.get('input')!r})"
-        lines.append(f"  {key}: {message}{got}")
-    return ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines))
 
 
 def _resolve_paths(section: BaseModel, base: Path) -> None:
@@ -256,20 +254,16 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     source = "defaults"
     if path is not None:
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
-        raw = loaded or {}
+        raw = read_yaml_file(path)
     try:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        raise _describe(exc, source) from None
-    _resolve_paths(config, path.parent.resolve() if path is not None else Path.cwd())
+        raise describe(exc, source) from None
+    base = path.parent.resolve() if path is not None else Path.cwd()
+    _resolve_paths(config, base)
+    recipe = config.train.recipe
+    if recipe is not None and is_recipe_path(recipe) and not Path(recipe).is_absolute():
+        config.train.recipe = str((base / recipe).resolve())  # a recipe file, relative to the config's folder
     return apply_overrides(config, overrides or {})
 
 
@@ -277,18 +271,9 @@ def apply_overrides(config: PipelineConfig, overrides: dict[str, Any]) -> Pipeli
     """Set dotted keys (``"index.strict"``) whose value is not None; relative paths resolve against the cwd."""
     data = config.model_dump()
     for key, value in overrides.items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"override {key!r}: {part!r} is not a section")
-            node = node[part]
-        if leaf not in node:
-            raise ConfigError(f"override {key!r}: unknown key")
-        node[leaf] = value.resolve() if isinstance(value, Path) else value
+        if value is not None:
+            set_dotted(data, key, value.resolve() if isinstance(value, Path) else value)
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise _describe(exc, "command-line options") from None
+        raise describe(exc, "command-line options") from None

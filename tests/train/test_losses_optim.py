@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -239,7 +240,7 @@ def test_unknown_recipe_lists_available_names():
     ],
 )
 def test_bad_key_is_named(raw, key):
-    with pytest.raises(RecipeError, match=f"key '{key}"):
+    with pytest.raises(RecipeError, match=rf"'inline': {re.escape(key)}:"):
         parse_recipe(raw, "inline")
 
 
@@ -250,3 +251,18 @@ def test_cross_field_checks():
         parse_recipe({"loss_weights": {"id": 0.0, "triplet": 0.0}})
     with pytest.raises(RecipeError, match="mapping"):
         parse_recipe([1, 2])
+
+
+def test_every_shipped_recipe_names_a_registered_model_whose_builder_takes_its_options():
+    import yaml
+
+    from reidschemas.resources import read_text
+    from reidtrain.models import list_models
+    from reidtrain.models.registry import check_model_options
+
+    for name in list_recipes():
+        raw = yaml.safe_load(read_text(f"recipes/{name}.yaml"))
+        assert {"model", "backbone"} <= raw.keys(), name  # stated in the file, not a default
+        assert raw["model"] in list_models() and name.startswith(raw["model"]), name
+        assert raw["backbone"] == ("tiny" if "demo" in name.removeprefix("demo-") else "ViT-B-16-quickgelu"), name
+        check_model_options(raw["model"], raw.get("model_options") or {})

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from reidschemas.config import TrainConfig
 from reidtrain.models import create_model
-from reidtrain.trainer import FitOptions, autocast_dtype, fit, seed_everything
+from reidtrain.trainer import autocast_dtype, fit, seed_everything
 
 
 def test_autocast_dtype_is_fp32_on_cpu_and_follows_the_recipe_on_cuda() -> None:
@@ -21,16 +22,15 @@ def test_autocast_dtype_is_fp32_on_cpu_and_follows_the_recipe_on_cuda() -> None:
     assert autocast_dtype(cuda, "off") is None
 
 
-def _options(shards: Path, output: Path, **overrides: object) -> FitOptions:
-    return FitOptions(
+def _options(shards: Path, output: Path, **overrides: object) -> TrainConfig:
+    return TrainConfig(
         shards=shards,
         output=output,
         backbone="tiny",
         random_init=True,
         epochs=1,
         seed=5,
-        progress=False,
-        overrides={"ids_per_batch": 2, **overrides},
+        set={"ids_per_batch": 2, **overrides},
     )
 
 
@@ -76,7 +76,7 @@ def test_grad_clip_bounds_every_sgd_step(full_shards: Path, tmp_path: Path) -> N
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_cuda_amp_trains_with_finite_losses(full_shards: Path, tmp_path: Path, amp: str) -> None:
     options = _options(full_shards, tmp_path / amp, amp=amp)
-    summary = fit(FitOptions(**{**options.__dict__, "device": "cuda"}), echo=lambda _: None)
+    summary = fit(options.model_copy(update={"device": "cuda"}), progress=False, echo=lambda _: None)
     assert 0.0 <= summary.last_map <= 1.0
     state = torch.load(tmp_path / amp / "last.pt", weights_only=True)
     assert (state["scaler"] != {}) == (amp == "fp16")

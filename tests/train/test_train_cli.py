@@ -61,3 +61,133 @@ def test_fit_without_shards_or_config_and_bad_config_keys_are_clear_errors(tmp_p
     config.write_text("train:\n  modle: stmi\n")
     result = runner.invoke(train_app, ["fit", "--config", str(config)])
     assert result.exit_code == 2 and "train.modle: unknown key" in result.output
+
+
+def _fit_args(shards, output, *extra):
+    return ["fit", "--shards", str(shards), "--output", str(output), "--random-init", "--no-progress", *extra]
+
+
+def test_a_recipe_names_its_model_and_backbone(full_shards, tmp_path):
+    import json
+
+    import torch
+
+    from reidtrain.models import create_model
+
+    run = tmp_path / "stmi"
+    args = _fit_args(full_shards, run, "--recipe", "stmi-tiny-demo", "--set", "ids_per_batch=2", "--epochs", "1")
+    result = runner.invoke(train_app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["model"], saved["backbone"], saved["recipe_name"]) == ("stmi", "tiny", "stmi-tiny-demo")
+    assert (saved["recipe"]["model"], saved["recipe"]["backbone"]) == ("stmi", "tiny")
+    # the checkpoint is an STMI's: the same entries as an STMI built directly
+    reference = create_model(
+        "stmi", num_classes=saved["num_classes"], num_cameras=saved["num_cameras"], backbone="tiny",
+        image_size=(64, 32), require_pretrained=False, **saved["recipe"]["model_options"],
+    )  # fmt: skip
+    assert torch.load(run / "last.pt", weights_only=True)["model"].keys() == reference.state_dict().keys()
+
+
+def test_a_recipe_can_be_a_path_and_the_run_records_the_edited_value(full_shards, tmp_path):
+    import json
+
+    import yaml
+
+    from reidschemas.resources import read_text
+
+    text = read_text("recipes/baseline-tiny-demo.yaml").replace("instances_per_id: 2", "instances_per_id: 3")
+    assert "instances_per_id: 3" in text  # the edit hit
+    (tmp_path / "recipes").mkdir()
+    path = tmp_path / "recipes" / "mine.yaml"
+    path.write_text(text)
+    run = tmp_path / "run"
+    args = _fit_args(full_shards, run, "--recipe", str(path), "--set", "ids_per_batch=2", "--epochs", "1")
+    result = runner.invoke(train_app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["recipe_name"] == str(path.resolve()) and saved["model"] == "baseline"
+    assert saved["recipe"]["instances_per_id"] == 3 and saved["recipe"]["ids_per_batch"] == 2
+    assert saved["overrides"] == {"ids_per_batch": 2}
+
+    # pipeline.yaml may name the file relative to its own folder; the same run is found finished
+    config = tmp_path / "pipeline.yaml"
+    train = {"recipe": "recipes/mine.yaml", "random_init": True, "set": {"ids_per_batch": 2}, "epochs": 1}
+    config.write_text(yaml.safe_dump({"workdir": str(tmp_path / "w"), "train": {**train, "shards": str(full_shards)}}))
+    result = runner.invoke(train_app, ["fit", "--config", str(config), "--output", str(run), "--no-progress"])
+    assert result.exit_code == 0 and "already trained to epoch 1" in result.output, result.output
+
+    # a run folder of an earlier version (its recipe did not name model and backbone) still resumes
+    saved["recipe"].pop("model")
+    saved["recipe"].pop("backbone")
+    (run / "config.json").write_text(json.dumps(saved))
+    result = runner.invoke(train_app, ["fit", "--config", str(config), "--output", str(run), "--no-progress"])
+    assert result.exit_code == 0 and "already trained to epoch 1" in result.output, result.output
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_a_model_option_typo_is_one_line_naming_the_key_and_the_valid_keys(tmp_path):
+    from reidtrain.models.registry import model_options
+
+    args = _fit_args(tmp_path / "no-shards", tmp_path / "run", "--recipe", "stmi-demo")
+    line = _one_line_error(runner.invoke(train_app, [*args, "--set", "model_options.fusoin=concat"]))
+    assert "model_options.fusoin: not an option of stmi; valid: " in line
+    assert set(line.split("valid: ")[1].split(", ")) == set(model_options("stmi") or {})
+    assert "fusion" in line and "num_queries" in line
+    # a value the builder's annotation does not accept
+    line = _one_line_error(runner.invoke(train_app, [*args, "--set", "model_options.fusion=concot"]))
+    assert "model_options.fusion" in line and "concot" in line and "hypergraph" in line
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_model_is_an_override_refused_when_the_recipe_options_do_not_fit(tmp_path):
+    args = _fit_args(tmp_path / "no-shards", tmp_path / "run")
+    line = _one_line_error(runner.invoke(train_app, [*args, "--recipe", "stmi-rgbnt201", "--model", "baseline"]))
+    assert "--model baseline does not fit recipe 'stmi-rgbnt201'" in line and "model_options.sfm" in line
+    assert "valid: sie_factor, test_feature, project" in line
+    # a model without a recipe of its own: refused, listing its recipes (not the baseline's demo recipe)
+    line = _one_line_error(runner.invoke(train_app, [*args, "--model", "stmi"]))
+    assert "--model stmi needs a recipe" in line and "stmi-rgbnt201" in line
+    line = _one_line_error(runner.invoke(train_app, [*args, "--recipe", "nope.yaml"]))
+    assert "nope.yaml not found" in line
+    # options that do fit: the override passes resolution (then stops at the missing shards)
+    line = _one_line_error(runner.invoke(train_app, [*args, "--recipe", "baseline-tiny-demo", "--model", "stmi"]))
+    assert "shards folder" in line
+
+
+def test_help_shows_every_default_and_h_works():
+    import re
+
+    for command in ("fit", "eval"):
+        long = runner.invoke(train_app, [command, "--help"])
+        short = runner.invoke(train_app, [command, "-h"])
+        assert long.exit_code == 0 and short.exit_code == 0 and long.output == short.output
+        blocks = re.split(r"\n\s*(?=(?:-[a-z], )?--[a-z])", long.output.split("Options:")[1])
+        for block in blocks:
+            name = block.split()[0] if block.strip() else ""
+            if name and name not in ("-h,", "--help"):
+                assert "[default:" in block, f"{command} {name}: no default shown"
+        assert "--config" in long.output and "--workdir" in long.output
+    text = re.sub(r"\s+", " ", runner.invoke(train_app, ["fit", "--help"]).output)
+    assert "[default: (baseline-tiny-demo)]" in text and "[default: (cpu)]" in text and "[default: (0)]" in text
+
+
+def test_the_shipped_pipeline_yaml_trains_the_demo_stmi():
+    from pathlib import Path
+
+    from reidschemas.config import load_config
+    from reidtrain.trainer import resolve_run
+
+    repo = Path(__file__).resolve().parents[2]
+    config = load_config(repo / "pipeline.yaml")
+    train, recipe = resolve_run(config.train, config.workdir)  # what `make demo` (fit --config pipeline.yaml) runs
+    assert (train.recipe, train.model, train.backbone, train.random_init) == ("stmi-demo", "stmi", "tiny", True)
+    assert train.output == repo / "runs" / "demo" / "train" / "stmi" and train.epochs == recipe.epochs == 20

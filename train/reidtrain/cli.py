@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from reidschemas.config import TrainConfig
 from reidtrain import __version__
-
-if TYPE_CHECKING:
-    from reidschemas.config import TrainConfig
+from reidtrain.recipes import DEFAULT_RECIPE
 
 app = typer.Typer(
     name="reidtrain",
@@ -20,6 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: brackets such as [default: ...] are shown, not read as markup
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console()
 err = Console(stderr=True)
@@ -81,120 +82,145 @@ def rank(
 
 
 def _fail(message: object) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     return typer.Exit(2)
 
 
-def _parse_overrides(items: list[str]) -> dict[str, object]:
-    import yaml
-
-    overrides: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set takes KEY=VALUE (YAML value, dotted key for nesting), got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
-
+_TRAIN_DEFAULTS = TrainConfig()
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="pipeline.yaml: its train section gives the defaults of every option."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="pipeline.yaml: its workdir and train section give the defaults of every option; the command line wins.",
+        show_default="none",
+    ),
+]
+WorkdirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--workdir",
+        "-w",
+        help="Pipeline workdir (overrides the config's): shards in WORKDIR/shards, runs in WORKDIR/train/MODEL.",
+        show_default="the config's workdir, with --config",
+    ),
+]
+DeviceOption = Annotated[str | None, typer.Option(help="cpu or cuda.", show_default=_TRAIN_DEFAULTS.device)]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="DataLoader worker processes.", show_default=str(_TRAIN_DEFAULTS.workers))
 ]
 
 
-def _train_config(config: Path | None, given: Mapping[str, object]) -> tuple[TrainConfig, Path]:
-    """(the train section with the given options applied, the workdir) from ``config`` or the built-in defaults."""
+def _train_config(
+    config: Path | None, workdir: Path | None, given: Mapping[str, object]
+) -> tuple[TrainConfig, Path | None]:
+    """(pipeline.yaml's train section with the given options applied, the workdir when --config or --workdir)."""
     from reidschemas.config import load_config
 
-    cfg = load_config(config, {f"train.{key}": value for key, value in given.items()})
-    return cfg.train, cfg.workdir
+    cfg = load_config(config, {"workdir": workdir, **{f"train.{key}": value for key, value in given.items()}})
+    return cfg.train, cfg.workdir if config is not None or workdir is not None else None
 
 
 @app.command()
 def fit(
     config: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Recipe: a shipped name (data/recipes/NAME.yaml) or a YAML file. It names the model and backbone.",
+            show_default=f"{DEFAULT_RECIPE}",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Train this registered model instead of the recipe's (its model_options must fit).",
+            show_default="the recipe's model",
+        ),
+    ] = None,
+    backbone: Annotated[
+        str | None,
+        typer.Option(
+            help="CLIP backbone instead of the recipe's: ViT-B-16, ViT-B-16-quickgelu, tiny, ...",
+            show_default="the recipe's backbone",
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a recipe key: KEY=VALUE, YAML value, dotted key for nesting (e.g. image_size=[64,32], "
+            "model_options.fusion=concat); repeatable; after the config's train.set.",
+            show_default="none",
+        ),
+    ] = None,
     shards: Annotated[
-        Path | None, typer.Option(help="Shards folder of `reidprep build-shards` (config: <workdir>/shards).")
+        Path | None, typer.Option(help="Shards folder of `reidprep build-shards`.", show_default="WORKDIR/shards")
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option(help="Run folder: config.json, metrics.jsonl, last.pt, best.pt (config: train.output)."),
+        typer.Option(
+            help="Run folder: config.json, metrics.jsonl, last.pt, best.pt.", show_default="WORKDIR/train/MODEL"
+        ),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Registered model name [default: baseline].")] = None,
-    backbone: Annotated[
-        str | None, typer.Option(help="CLIP backbone: ViT-B-16, ViT-B-16-quickgelu, tiny, ... [default: ViT-B-16].")
-    ] = None,
-    weights: Annotated[Path | None, typer.Option(help="Local CLIP weights file.")] = None,
-    random_init: Annotated[bool | None, typer.Option(help="Start from random weights (no --weights).")] = None,
-    recipe: Annotated[
-        str | None, typer.Option(help="Recipe name, data/recipes/NAME.yaml [default: baseline-tiny-demo].")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a recipe key: KEY=VALUE (e.g. image_size=[64,32]).")
+    weights: Annotated[Path | None, typer.Option(help="Local CLIP weights file.", show_default="none")] = None,
+    random_init: Annotated[
+        bool | None,
+        typer.Option(help="Start from random weights (no --weights).", show_default="no-random-init"),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Stop after this epoch (default: the recipe's epochs, the schedule length).")
+        int | None,
+        typer.Option(
+            help="Stop after this epoch; the lr schedule always spans the recipe's epochs.",
+            show_default="the recipe's epochs",
+        ),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (the recipe's AMP on cuda) [default: cpu].")] = None,
+    device: DeviceOption = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed of model init, PK order and augmentation [default: 0].")
+        int | None,
+        typer.Option(help="Seed of model init, PK order and augmentation.", show_default=str(_TRAIN_DEFAULTS.seed)),
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes [default: 0].")] = None,
+    workers: WorkersOption = None,
     resume: Annotated[
         bool, typer.Option(help="Require continuing from OUTPUT/last.pt (done anyway when present).")
     ] = False,
-    progress: Annotated[bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")] = None,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bar.", show_default="when stderr is a terminal")
+    ] = None,
 ) -> None:
     """Train a model on the train split, evaluating on query/gallery after every epoch; resumes from OUTPUT/last.pt.
 
-    Options not given come from the config's train section (with --config), else from the defaults shown.
+    The run's configuration is resolved once: the recipe <- the config's train section <- these options and --set;
+    OUTPUT/config.json records it. Options not given come from the config's train section (with --config), else from
+    the defaults shown.
     """
-    from reidtrain.trainer import FitOptions
+    from reidschemas.overrides import parse_assignments
+    from reidtrain.distributed import dist_env
     from reidtrain.trainer import fit as run_fit
 
     given = {
-        "shards": shards,
-        "output": output,
+        "recipe": recipe,
         "model": model,
         "backbone": backbone,
+        "shards": shards,
+        "output": output,
         "weights": weights,
         "random_init": random_init,
-        "recipe": recipe,
         "epochs": epochs,
         "device": device,
         "seed": seed,
         "workers": workers,
     }
     try:
-        train, workdir = _train_config(config, given)
-        if train.weights is not None and train.random_init:
-            raise ValueError("--weights and --random-init exclude each other")
-        shards_dir = train.shards if train.shards is not None else (workdir / "shards" if config else None)
-        run_dir = train.output if train.output is not None else (workdir / "train" / train.model if config else None)
-        if shards_dir is None or run_dir is None:
-            raise ValueError("pass --shards and --output, or --config pipeline.yaml (its workdir and train section)")
-        options = FitOptions(
-            shards=shards_dir,
-            output=run_dir,
-            recipe=train.recipe,
-            overrides={**train.set, **_parse_overrides(set_ or [])},
-            model=train.model,
-            backbone=train.backbone,
-            weights=train.weights,
-            random_init=train.random_init,
-            epochs=train.epochs,
-            seed=train.seed,
-            device=train.device,
-            num_workers=train.workers,
-            resume=resume,
-            progress=progress,
-        )
-        summary = run_fit(options, echo=lambda line: out.print(line, highlight=False, soft_wrap=True))
+        overrides = parse_assignments(set_ or [])
+        train, root = _train_config(config, workdir, given)
+        train = train.model_copy(update={"set": {**train.set, **overrides}})
+        echo = lambda line: out.print(line, highlight=False, soft_wrap=True)  # noqa: E731
+        summary = run_fit(train, root, resume=resume, progress=progress, echo=echo)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from None
-    from reidtrain.distributed import dist_env
-
     if dist_env().is_main:
         out.print(str(summary), highlight=False, soft_wrap=True)
 
@@ -202,34 +228,40 @@ def fit(
 @app.command("eval")
 def eval_(
     run: Annotated[
-        Path | None, typer.Option(help="Run folder written by `reidtrain fit` (config: train.output).")
+        Path | None, typer.Option(help="Run folder written by `reidtrain fit`.", show_default="the config's run folder")
     ] = None,
     config: ConfigOption = None,
+    workdir: WorkdirOption = None,
     checkpoint: Annotated[
         str, typer.Option(help="both (last and best, each with its epoch), last, best, or a checkpoint file.")
     ] = "both",
-    missing: Annotated[str, typer.Option(help="Modalities to zero at test time, comma-separated (e.g. rgb,nir).")] = "",
-    shards: Annotated[Path | None, typer.Option(help="Shards folder (default: the run's).")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    missing: Annotated[
+        str, typer.Option(help="Modalities to zero at test time, comma-separated (e.g. rgb,nir).", show_default="none")
+    ] = "",
+    shards: Annotated[Path | None, typer.Option(help="Shards folder.", show_default="the run's")] = None,
+    device: DeviceOption = None,
+    workers: WorkersOption = None,
     rank_list: Annotated[
         int, typer.Option(help="Write RUN/rank_list.png with the top-k retrievals of this many queries (0: none).")
     ] = 0,
     top_k: Annotated[int, typer.Option(help="Retrievals per query in the rank list.")] = 10,
 ) -> None:
-    """Evaluate a run on query/gallery: mAP, R1, R5, R10, mINP per checkpoint, as a table and RUN/eval*.json."""
+    """Evaluate a run on query/gallery: mAP, R1, R5, R10, mINP per checkpoint, as a table and RUN/eval*.json.
+
+    Without --run, the run folder is the one `reidtrain fit` writes for the same --config / --workdir.
+    """
     from rich.table import Table
 
-    from reidtrain.run_eval import evaluate_run, parse_missing
+    from reidtrain.run_eval import evaluate_run, parse_missing, run_folder
 
     try:
+        train, root = _train_config(config, workdir, {"device": device, "workers": workers})
         if run is None:
-            if config is None:
-                raise ValueError("pass --run RUN, or --config pipeline.yaml (its train section names the run)")
-            train, workdir = _train_config(config, {})
-            run = train.output if train.output is not None else workdir / "train" / train.model
+            if root is None:
+                raise ValueError("pass --run RUN, or --config pipeline.yaml / --workdir W (the run fit writes there)")
+            run = run_folder(train, root)
         absent = parse_missing(missing)
-        result = evaluate_run(run, checkpoint, absent, shards, device, workers, rank_list, top_k)
+        result = evaluate_run(run, checkpoint, absent, shards, train.device, train.workers, rank_list, top_k)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from None
     what = f"missing {','.join(absent)}" if absent else "all modalities"

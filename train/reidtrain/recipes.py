@@ -1,26 +1,43 @@
-"""Training recipes as named configs: ``TrainRecipe`` (typed, validated) read from ``data/recipes/<name>.yaml``.
+"""Training recipes: ``TrainRecipe``, the one typed config of what a run trains, read from YAML.
 
-Each YAML file cites its source (paper section or the reference facts) in a comment; values not stated by a paper are
-marked there as assumptions. ``load_recipe("demo-rgbnt201")`` returns the validated recipe; errors name the bad key
-or list the available recipe names.
+A recipe names its model and backbone, and holds every optimisation, sampling, loss and augmentation setting and the
+model's ``model_options``. The shipped ones are ``data/recipes/<name>.yaml``; each cites its source (paper section or
+the reference facts) in a comment and marks values not stated by a paper as assumptions. A recipe can also be any
+YAML file (a copied and edited one). ``resolve_recipe`` is the one way a run's recipe is made: the recipe file <-
+dotted overrides (``--set``) <- ``--model`` / ``--backbone``, validated once, with ``model_options`` checked against
+the model's builder before anything is built. Errors name the bad key (``reidschemas.overrides``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from reidschemas.config import is_recipe_path
+from reidschemas.overrides import ConfigError, apply_dotted, describe, read_mapping
 from reidschemas.resources import data_root, read_text
 
-__all__ = ["AugmentRecipe", "RecipeError", "TrainRecipe", "list_recipes", "load_recipe", "parse_recipe"]
+__all__ = [
+    "DEFAULT_RECIPE",
+    "AugmentRecipe",
+    "RecipeError",
+    "TrainRecipe",
+    "list_recipes",
+    "load_recipe",
+    "parse_recipe",
+    "read_recipe",
+    "resolve_recipe",
+]
 
 RECIPE_FOLDER = "recipes"
+DEFAULT_RECIPE = "baseline-tiny-demo"  # when neither a recipe nor a model is given
 
 
-class RecipeError(ValueError):
-    """A recipe is missing, is not valid YAML, or does not validate (the message names the key)."""
+class RecipeError(ConfigError):
+    """A recipe is missing, is not valid YAML, does not validate, or does not fit its model (names the key)."""
 
 
 class _Section(BaseModel):
@@ -39,6 +56,9 @@ class TrainRecipe(_Section):
     """Optimizer, schedule, sampling, loss and augmentation settings of one training run."""
 
     description: str = Field("", description="one line: what the recipe reproduces")
+    # what is trained
+    model: str = Field("baseline", description="registered model (reidtrain.models): baseline, stmi, next, ...")
+    backbone: str = Field("ViT-B-16", description="CLIP backbone: ViT-B-16, ViT-B-16-quickgelu (OpenAI), tiny, ...")
     # optimizer
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="optimizer name (reidtrain.optim)")
     base_lr: float = Field(3.5e-4, gt=0.0, description="lr of the new (non-backbone) modules")
@@ -99,14 +119,6 @@ def list_recipes() -> list[str]:
     return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
 
 
-def _describe(exc: ValidationError, name: str) -> RecipeError:
-    lines = []
-    for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(recipe)"
-        lines.append(f"key {key!r}: {error['msg']}")
-    return RecipeError(f"recipe {name!r}: " + "; ".join(lines))
-
-
 def parse_recipe(raw: Any, name: str = "<inline>") -> TrainRecipe:
     """Validate a mapping (e.g. parsed YAML) as a ``TrainRecipe``; errors name the bad key."""
     if raw is None:
@@ -116,17 +128,84 @@ def parse_recipe(raw: Any, name: str = "<inline>") -> TrainRecipe:
     try:
         return TrainRecipe.model_validate(raw)
     except ValidationError as exc:
-        raise _describe(exc, name) from None
+        raise RecipeError(str(describe(exc, f"recipe {name!r}"))) from None
+
+
+def read_recipe(recipe: str) -> tuple[str, dict[str, Any]]:
+    """(the recipe's reference as a run records it, its raw mapping): a shipped name, or a YAML file's path.
+
+    A file is recorded by its absolute path. An unknown name lists the shipped recipes.
+    """
+    available = list_recipes()
+    if recipe in available:
+        return recipe, _mapping(read_text(f"{RECIPE_FOLDER}/{recipe}.yaml"), recipe)
+    if is_recipe_path(recipe):
+        path = Path(recipe).expanduser().resolve()
+        if not path.is_file():
+            raise RecipeError(f"recipe file {recipe} not found")
+        return str(path), _mapping(path.read_text(encoding="utf-8"), str(path))
+    raise RecipeError(f"unknown recipe {recipe!r}; available: {', '.join(available) or '(none)'} (or a YAML file)")
+
+
+def _mapping(text: str, name: str) -> dict[str, Any]:
+    try:
+        return read_mapping(text, f"recipe {name!r}")
+    except ConfigError as exc:
+        raise RecipeError(str(exc)) from None
 
 
 def load_recipe(name: str) -> TrainRecipe:
-    """The shipped recipe ``name`` (file ``data/recipes/<name>.yaml``)."""
-    available = list_recipes()
-    if name not in available:
-        raise RecipeError(f"unknown recipe {name!r}; available: {', '.join(available) or '(none)'}")
-    text = read_text(f"{RECIPE_FOLDER}/{name}.yaml")
+    """The shipped recipe ``name`` (file ``data/recipes/<name>.yaml``), or a recipe file's path."""
+    ref, raw = read_recipe(name)
+    return parse_recipe(raw, ref)
+
+
+def resolve_recipe(
+    recipe: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    backbone: str | None = None,
+) -> tuple[str, TrainRecipe]:
+    """(the recipe's reference, the validated recipe) of a run: ``recipe`` <- ``overrides`` <- model, backbone.
+
+    ``recipe`` None is ``DEFAULT_RECIPE`` unless ``model`` names another model (then the recipe must be given: a
+    demo recipe of the baseline would silently train another model). ``model`` replaces the recipe's model only when
+    the recipe's ``model_options`` are options of it. The model options are checked against the model's builder
+    (keys and, where annotated, values); nothing heavy is loaded.
+    """
+    from reidtrain.models import list_models
+    from reidtrain.models.registry import check_model_options
+
+    if recipe is None:
+        if model is not None and model != load_recipe(DEFAULT_RECIPE).model:
+            mine = [name for name in list_recipes() if load_recipe(name).model == model]
+            raise RecipeError(
+                f"--model {model} needs a recipe: --recipe NAME or a YAML file (recipes of {model}: "
+                f"{', '.join(mine) or '(none)'})"
+            )
+        recipe = DEFAULT_RECIPE
+    ref, raw = read_recipe(recipe)
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {name!r}: not valid YAML: {exc}") from exc
-    return parse_recipe(raw, name)
+        raw = apply_dotted(raw, overrides or {})
+    except ConfigError as exc:
+        raise RecipeError(f"recipe {ref!r}: {exc}") from None
+    named = parse_recipe(raw, ref)
+    if model is not None and model != named.model:
+        if model not in list_models():
+            raise RecipeError(f"--model: unknown model {model!r}; registered models: {', '.join(list_models())}")
+        try:
+            check_model_options(model, named.model_options)
+        except ValueError as exc:
+            raise RecipeError(
+                f"--model {model} does not fit recipe {ref!r} (a recipe of {named.model}): {exc}"
+            ) from None
+    resolved = named.model_copy(update={k: v for k, v in (("model", model), ("backbone", backbone)) if v is not None})
+    if resolved.model not in list_models():
+        raise RecipeError(
+            f"recipe {ref!r}: model: unknown model {resolved.model!r}; registered: {', '.join(list_models())}"
+        )
+    try:
+        check_model_options(resolved.model, resolved.model_options)
+    except ValueError as exc:
+        raise RecipeError(f"recipe {ref!r}: {exc}") from None
+    return ref, resolved

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
+from reidschemas.config import TrainConfig
 from reidtrain.evaluate import load_run_model, rank_gallery, score
 
-__all__ = ["RunEval", "evaluate_run", "parse_missing"]
+__all__ = ["RunEval", "evaluate_run", "parse_missing", "run_folder"]
 
 MODALITIES = ("rgb", "nir", "tir")
 
@@ -97,3 +98,13 @@ def evaluate_run(
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(path)
     return RunEval(records, path, drawn)
+
+
+def run_folder(train: TrainConfig, workdir: Path) -> Path:
+    """The run folder ``reidtrain fit`` writes for ``train`` (pipeline.yaml's train section) under ``workdir``."""
+    from reidtrain.recipes import resolve_recipe
+
+    if train.output is not None:
+        return train.output
+    _, recipe = resolve_recipe(train.recipe, train.set, train.model, train.backbone)
+    return workdir / "train" / recipe.model

@@ -2,7 +2,8 @@
 
 A run folder holds::
 
-    config.json     the resolved configuration (recipe + options); a rerun must match it to resume
+    config.json     the resolved configuration: the run settings and the whole recipe (model, backbone, every
+                    setting, model_options) after overrides; a rerun must match it to resume
     metrics.jsonl   one JSON line per finished epoch (loss terms, lr, mAP, R1, R5, R10, mINP, seconds)
     last.pt         everything needed to continue exactly: model, optimizer, scheduler (and fp16 scaler), epoch
     best.pt         the model of the epoch with the best test mAP so far
@@ -19,6 +20,10 @@ whole PK batches and rank 0 evaluates and writes the run folder.
 
 The schedule always spans ``recipe.epochs``; ``epochs`` (``--epochs``) is where this invocation stops, so a run can be
 trained in several pieces without changing its learning rates.
+
+Configuration: ``fit`` takes ``reidschemas.config.TrainConfig`` (pipeline.yaml's train section with the command line
+applied: run settings, the recipe's name or path, ``set`` overrides, ``model`` / ``backbone`` overrides) and resolves
+it once (``resolve_run``) into the run settings and the validated ``TrainRecipe`` before any shard is read.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,6 +45,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from reidschemas.config import TrainConfig
 from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import TrainTransform
 from reidtrain.data.items import ShardItems
@@ -50,39 +56,19 @@ from reidtrain.evaluate import chance_map, rank_gallery, score
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
 from reidtrain.optim import WarmupCosine, make_optimizer, param_groups
-from reidtrain.recipes import TrainRecipe, load_recipe, parse_recipe
+from reidtrain.recipes import TrainRecipe, resolve_recipe
 
-__all__ = ["FitOptions", "FitSummary", "RunMismatchError", "fit", "resolve_config"]
+__all__ = ["FitSummary", "RunMismatchError", "config_record", "fit", "resolve_run"]
 
 log = logging.getLogger(__name__)
 
 LAST, BEST, CONFIG, METRICS = "last.pt", "best.pt", "config.json", "metrics.jsonl"
 # Options that may change between the pieces of one run without changing its result.
-_NOT_COMPARED = ("output", "epochs", "device", "num_workers", "progress")
+_NOT_COMPARED = ("output", "epochs", "device", "num_workers")
 
 
 class RunMismatchError(ValueError):
     """The run folder holds a checkpoint of a different configuration."""
-
-
-@dataclass(frozen=True)
-class FitOptions:
-    """What ``reidtrain fit`` takes; the recipe supplies everything else."""
-
-    shards: Path  # shards folder written by `reidprep build-shards`
-    output: Path  # run folder
-    recipe: str = "baseline-tiny-demo"  # recipe name (data/recipes/<name>.yaml)
-    overrides: Mapping[str, Any] = field(default_factory=dict)  # recipe keys to replace, dotted for nesting
-    model: str = "baseline"  # registered model name
-    backbone: str = "ViT-B-16"  # CLIP backbone name
-    weights: Path | None = None  # local CLIP weights file
-    random_init: bool = False  # allow starting without weights
-    epochs: int | None = None  # stop after this epoch (1-based count); None: recipe.epochs
-    seed: int = 0
-    device: str = "cpu"
-    num_workers: int = 0
-    resume: bool = False  # require resuming from output/last.pt
-    progress: bool | None = None  # progress bar; None: only when stderr is a terminal
 
 
 @dataclass(frozen=True)
@@ -104,48 +90,82 @@ class FitSummary:
         )
 
 
-def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    raw = json.loads(json.dumps(raw))  # deep copy
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = raw
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return raw
+def resolve_run(train: TrainConfig, workdir: Path | None = None) -> tuple[TrainConfig, TrainRecipe]:
+    """(the run settings, the recipe) of ``train``, resolved once and validated; reads no shard, builds no model.
 
-
-def resolve_config(options: FitOptions, labels: LabelMap) -> tuple[dict[str, Any], TrainRecipe]:
-    """The run's config.json content and its validated recipe."""
-    base = load_recipe(options.recipe)
-    recipe = parse_recipe(_apply_overrides(base.model_dump(mode="json"), options.overrides), options.recipe)
-    epochs = recipe.epochs if options.epochs is None else options.epochs
+    The recipe is ``train.recipe`` (a shipped name or a YAML file) <- ``train.set`` <- ``train.model`` /
+    ``train.backbone`` (``reidtrain.recipes.resolve_recipe``). The returned settings carry the recipe's reference,
+    model and backbone, and absolute paths: ``shards`` and ``output`` default to ``<workdir>/shards`` and
+    ``<workdir>/train/<model>`` when a workdir is given.
+    """
+    ref, recipe = resolve_recipe(train.recipe, train.set, train.model, train.backbone)
+    if train.weights is not None and train.random_init:
+        raise ValueError("--weights and --random-init exclude each other")
+    shards = train.shards if train.shards is not None else (workdir / "shards" if workdir is not None else None)
+    output = (
+        train.output
+        if train.output is not None
+        else (workdir / "train" / recipe.model if workdir is not None else None)
+    )
+    if shards is None or output is None:
+        raise ValueError(
+            "pass --shards and --output, or --config pipeline.yaml / --workdir W (W/shards, W/train/MODEL)"
+        )
+    epochs = recipe.epochs if train.epochs is None else train.epochs
     if not 1 <= epochs <= recipe.epochs:
         raise ValueError(
             f"--epochs {epochs} must be in [1, {recipe.epochs}] (the recipe's schedule length); "
             "train longer with `--set epochs=N`"
         )
-    config = {
-        "shards": str(Path(options.shards).resolve()),
-        "output": str(Path(options.output).resolve()),
-        "recipe_name": options.recipe,
-        "overrides": dict(options.overrides),
+    resolved = train.model_copy(
+        update={
+            "recipe": ref,
+            "model": recipe.model,
+            "backbone": recipe.backbone,
+            "shards": Path(shards).resolve(),
+            "output": Path(output).resolve(),
+            "weights": None if train.weights is None else Path(train.weights).resolve(),
+            "epochs": epochs,
+        }
+    )
+    return resolved, recipe
+
+
+def config_record(train: TrainConfig, recipe: TrainRecipe, labels: LabelMap) -> dict[str, Any]:
+    """The run's config.json content: the resolved run settings (``resolve_run``) and the whole recipe.
+
+    ``model`` and ``backbone`` appear twice (top level and in the recipe) so run folders of earlier versions, whose
+    recipe did not name them, stay readable by ``reidtrain eval`` and resumable.
+    """
+    return {
+        "shards": str(train.shards),
+        "output": str(train.output),
+        "recipe_name": train.recipe,
+        "overrides": dict(train.set),
         "recipe": recipe.model_dump(mode="json"),
-        "model": options.model,
-        "backbone": options.backbone,
-        "weights": None if options.weights is None else str(Path(options.weights).resolve()),
-        "random_init": options.random_init,
-        "seed": options.seed,
-        "epochs": epochs,
-        "device": options.device,
-        "num_workers": options.num_workers,
+        "model": recipe.model,
+        "backbone": recipe.backbone,
+        "weights": None if train.weights is None else str(train.weights),
+        "random_init": train.random_init,
+        "seed": train.seed,
+        "epochs": train.epochs,
+        "device": train.device,
+        "num_workers": train.workers,
         "num_classes": labels.num_classes,
         "num_cameras": labels.num_cameras,
     }
-    return config, recipe
+
+
+def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with the recipe naming its model and backbone (config.json of earlier versions lacks them)."""
+    recipe = dict(config.get("recipe") or {})
+    recipe.setdefault("model", config.get("model"))
+    recipe.setdefault("backbone", config.get("backbone"))
+    return {**config, "recipe": recipe}
 
 
 def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    old, new = _comparable(old), _comparable(new)
     keys = sorted((set(old) | set(new)) - set(_NOT_COMPARED))
     return [k for k in keys if old.get(k) != new.get(k)]
 
@@ -283,29 +303,47 @@ def _tensorboard(run: Path, enabled: bool) -> Any:
     return SummaryWriter(log_dir=str(run / "tensorboard"))
 
 
-def fit(options: FitOptions, echo: Callable[[str], None] = print) -> FitSummary:
-    """Train (or continue) the run ``options.output``; see the module docstring.
+def fit(
+    train: TrainConfig,
+    workdir: Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+    echo: Callable[[str], None] = print,
+) -> FitSummary:
+    """Train (or continue) the run of ``train`` (resolved by ``resolve_run``); see the module docstring.
 
-    Under ``torchrun`` every rank calls this; rank 0 evaluates, writes the run folder and echoes, the others train
-    their share of the batches and wait.
+    ``resume`` requires ``output/last.pt`` (it is continued anyway when present); ``progress`` None shows a bar only
+    when stderr is a terminal. Under ``torchrun`` every rank calls this; rank 0 evaluates, writes the run folder and
+    echoes, the others train their share of the batches and wait.
     """
+    run_settings, recipe = resolve_run(train, workdir)
     env = dist_env()
-    device = torch.device(options.device)
+    device = torch.device(run_settings.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but CUDA is not available")
     with process_group(env, device) as device:
-        return _fit(options, env, device, echo if env.is_main else lambda _: None)
+        return _fit(run_settings, recipe, env, device, echo if env.is_main else lambda _: None, resume, progress)
 
 
-def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable[[str], None]) -> FitSummary:
-    shards = Path(options.shards)
+def _fit(
+    options: TrainConfig,
+    recipe: TrainRecipe,
+    env: DistEnv,
+    device: torch.device,
+    echo: Callable[[str], None],
+    resume: bool,
+    progress: bool | None,
+) -> FitSummary:
+    assert options.shards is not None and options.output is not None and options.epochs is not None  # resolve_run
+    shards = options.shards
     if not shards.is_dir():
         raise FileNotFoundError(f"shards folder {shards} does not exist; write it with `reidprep build-shards`")
     index_only = ShardDataset(shards, "train", columns=())
     labels = index_only.label_map()
-    config, recipe = resolve_config(options, labels)
+    config = config_record(options, recipe, labels)
     config["world_size"] = env.world_size
-    run = Path(options.output)
+    run = options.output
     last_path = run / LAST
 
     start_epoch = 0
@@ -324,7 +362,7 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
             echo(f"{run} is already trained to epoch {start_epoch}; nothing to do (`--epochs N` or `--set epochs=N`)")
         else:
             echo(f"resuming {run} after epoch {start_epoch}")
-    elif options.resume:
+    elif resume:
         raise FileNotFoundError(f"--resume: {last_path} does not exist")
     if env.is_main:
         run.mkdir(parents=True, exist_ok=True)
@@ -332,10 +370,10 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
 
     seed_everything(options.seed)  # the same initial weights on every rank
     model = create_model(
-        options.model,
+        recipe.model,
         num_classes=labels.num_classes,
         num_cameras=labels.num_cameras,
-        backbone=options.backbone,
+        backbone=recipe.backbone,
         image_size=tuple(recipe.image_size),
         weights=options.weights,
         require_pretrained=not options.random_init,
@@ -382,7 +420,7 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
     loader = DataLoader(
         ShardItems(train_set, transform, labels, inputs, with_labels=True),
         batch_sampler=sampler.batch_sampler(),
-        num_workers=options.num_workers,
+        num_workers=options.workers,
         pin_memory=device.type == "cuda",
     )
 
@@ -422,7 +460,7 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
             optimizer,
             device,
             f"epoch {epoch}/{config['epochs']}",
-            options.progress if env.is_main else False,
+            progress if env.is_main else False,
             amp_dtype=amp_dtype,
             scaler=scaler,
             grad_clip=recipe.grad_clip,
@@ -436,7 +474,7 @@ def _fit(options: FitOptions, env: DistEnv, device: torch.device, echo: Callable
                 shards,
                 recipe.image_size,
                 device,
-                num_workers=options.num_workers,
+                num_workers=options.workers,
                 labels=labels,
                 index=index_only.index,
             )
