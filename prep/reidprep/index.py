@@ -14,13 +14,13 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from reidprep.atomic import write_json
-from reidprep.layouts import Candidate, ScanResult, get_layout
+from reidprep.layouts import Candidate, Layout, ScanResult, get_layout
 from reidprep.ledger import count_by_type, write_ledger
 from reidprep.manifest import write_manifest
 from reidprep.marker import Marker, file_digest, fingerprint_of
 from reidprep.progress import track
 from reidprep.workdir import Workdir
-from reidschemas import LedgerEntry, SampleRecord
+from reidschemas import PROTOCOL_RULES, LedgerEntry, Protocol, SampleRecord
 
 STAGE = "index"
 
@@ -34,6 +34,8 @@ class IndexResult:
     dataset_dir: Path
     records: list[SampleRecord]
     problems: list[LedgerEntry]
+    protocol: Protocol
+    """The layout's evaluation protocol, which ``build-shards`` carries into ``dataset.json``."""
 
     @property
     def errors(self) -> list[LedgerEntry]:
@@ -106,6 +108,27 @@ def _records(layout_name: str, splits: Mapping[str, tuple[str, ...]], candidate:
     ]
 
 
+def _require_scenes(layout: Layout, scan: ScanResult) -> None:
+    """Under the scene protocol (MSVR310) a candidate without a scene id cannot be scored: an index error."""
+    if layout.protocol != "scene":
+        return
+    kept = []
+    for candidate in scan.candidates:
+        if candidate.sceneid is not None:
+            kept.append(candidate)
+            continue
+        split = layout.split_folders[candidate.split_folder][0]
+        scan.report(
+            "error",
+            "missing_scene",
+            f"{layout.name} is scored with the scene rule (same id and same scene removed) and this name has no "
+            "scene id (_sNNN_); rename the file or remove the triplet",
+            candidate.paths["rgb"],
+            sample_id=f"{layout.name}/{split}/{candidate.key}",
+        )
+    scan.candidates = kept
+
+
 def _overlapping_ids(records: list[SampleRecord], scan: ScanResult, drop_from_train: bool) -> list[SampleRecord]:
     """Report ids present in train and in query/gallery; optionally drop them from train."""
     train_ids = {r.pid for r in records if r.split == "train"}
@@ -131,12 +154,13 @@ def build_index(
     layout = get_layout(layout_name)
     dataset_dir = layout.locate(root.resolve())
     scan = layout.scan(dataset_dir)
+    _require_scenes(layout, scan)
     checked = _check_images(scan, progress) if check_images else [(c, None) for c in scan.candidates]
     records = [r for c, size in checked for r in _records(layout.name, layout.split_folders, c, size, scan)]
     records = _overlapping_ids(records, scan, drop_overlapping_train_ids)
     if not records:
         raise ValueError(f"no usable triplet found under {dataset_dir} ({len(scan.problems)} problems)")
-    return IndexResult(dataset_dir, records, scan.problems)
+    return IndexResult(dataset_dir, records, scan.problems, layout.protocol)
 
 
 def split_counts(records: Sequence[SampleRecord]) -> dict[str, dict[str, Any]]:
@@ -205,6 +229,7 @@ def run_index(
         "params": params,
         "dataset_dir": str(result.dataset_dir),
         "records": len(result.records),
+        "protocol": {"name": result.protocol, "layout": layout_name, "rule": PROTOCOL_RULES[result.protocol]},
         "splits": split_counts(result.records),
         "problems": count_by_type(result.problems),
         "errors": len(result.errors),

@@ -56,6 +56,9 @@ class IndexStep(Step):
         if summary["skipped"]:
             lines.append(f"index: already done for these parameters in {config.workdir} (use --force to redo)")
         lines.append(f"{summary['params']['layout']} at {summary['dataset_dir']}")
+        if "protocol" in summary:  # summaries written before the protocol was recorded lack it
+            p = summary["protocol"]
+            lines.append(f"  evaluation protocol: {p['name']} rule ({p['layout']} layout: {p['rule']})")
         for split in (s for s in SPLITS if s in summary["splits"]):
             n = summary["splits"][split]
             cameras = ",".join(map(str, n["cameras"]))

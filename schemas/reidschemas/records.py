@@ -22,6 +22,20 @@ DATASET_KIND: dict[DatasetName, ObjectKind] = {
     "wmveid863": "vehicle",
 }
 
+Protocol = Literal["camera", "scene"]
+"""A benchmark's evaluation protocol: which gallery items are removed for a query before ranking."""
+PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
+PROTOCOL_RULES: dict[Protocol, str] = {
+    "camera": "same id and same camera removed",
+    "scene": "same id and same scene removed, cameras ignored",
+}
+
+
+def describe_protocol(protocol: Protocol, source: str) -> str:
+    """Which protocol and why, e.g. ``scene rule (msvr310 layout: same id and same scene removed, ...)``."""
+    return f"{protocol} rule ({source}: {PROTOCOL_RULES[protocol]})"
+
+
 Box = tuple[int, int, int, int]
 """A crop box ``(left, top, right, bottom)`` in pixels, right and bottom exclusive (PIL's convention)."""
 

@@ -3,12 +3,17 @@
 One row per manifest record (RGBNT201's test triplets appear as query and as gallery). Images are encoded
 (JPEG or PNG) at the stored size; the triplet mask is bit-packed at that size (``reidschemas.maskcodec``); the
 token mask is the fraction of foreground pixels under every ViT patch (row-major over the patch grid) and its
-thresholded form. ``dataset.json`` beside the shards indexes them.
+thresholded form. ``dataset.json`` beside the shards indexes them; its ``protocol`` ("camera" or "scene") and
+``dataset`` (the layout that declared it) say how query and gallery are scored (``read_protocol``).
 """
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pyarrow as pa
+
+from reidschemas.records import PROTOCOLS, Protocol
 
 SHARD_SCHEMA_VERSION = "1"
 
@@ -44,6 +49,23 @@ an image is its (height, width, 3) uint8 pixels, row-major (``decode_image`` rea
 (rows, cols) of the patch grid; ``token_fraction`` has rows * cols values in [0, 1]. ``mask``, the token fields,
 the captions and ``attributes`` (merged attributes as JSON) are null where the stage did not produce them and the
 build was told to include such samples."""
+
+
+def read_protocol(info: dict[str, Any], path: object) -> tuple[Protocol, str]:
+    """(protocol, dataset) of a ``dataset.json`` (``path`` names it in errors); never guessed from the rows.
+
+    Raises ValueError for shards built before the protocol was recorded (rebuilding them rewrites ``dataset.json``
+    only: the shard files come out byte-identical) or for an unknown protocol.
+    """
+    protocol = info.get("protocol")
+    if protocol is None:
+        raise ValueError(
+            f"{path} does not say which evaluation protocol its dataset uses (shards built by an older reidprep): "
+            "rerun `reidprep build-shards` (the shard files stay the same; dataset.json gains `protocol`)"
+        )
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"{path}: protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    return cast(Protocol, protocol), str(info.get("dataset", "?"))
 
 
 def decode_image(data: bytes, image_format: str, height: int, width: int):

@@ -248,3 +248,60 @@ def test_wmveid863_dirt(tmp_path):
     assert missing.path.endswith("0001_v3_n0_s001_009.jpg") and "tir" in missing.reason
     (bad,) = _problems(result, "unparsable_name")
     assert bad.path.endswith("IMG_0001.jpg") and bad.severity == "error"
+
+
+# ---------------------------------------------------------------- evaluation protocol
+def test_each_layout_declares_its_protocol_as_the_reference_code_scores_it():
+    from reidprep.layouts import LAYOUTS
+
+    # Only MSVR310 is scored with the scene rule; WMVEID863's scenes (mostly 999) are never used for scoring.
+    assert {name: layout.protocol for name, layout in LAYOUTS.items()} == {
+        "rgbnt201": "camera",
+        "rgbnt100": "camera",
+        "msvr310": "scene",
+        "wmveid863": "camera",
+    }
+
+
+def test_index_records_the_layout_protocol_in_its_summary(tmp_path):
+    from reidprep.index import run_index
+
+    _msvr310(tmp_path / "data")
+    _wmveid863(tmp_path / "data")
+    assert build_index("msvr310", tmp_path / "data").protocol == "scene"
+    summary = run_index(tmp_path / "w1", "msvr310", tmp_path / "data")
+    assert summary["protocol"]["name"] == "scene" and summary["protocol"]["layout"] == "msvr310"
+    summary = run_index(tmp_path / "w2", "wmveid863", tmp_path / "data")
+    assert summary["protocol"]["name"] == "camera" and "same camera" in summary["protocol"]["rule"]
+
+
+def test_msvr310_row_without_scene_is_an_index_error(tmp_path):
+    from reidprep.index import StrictIndexError, run_index
+    from reidprep.ledger import read_ledger
+
+    ds = _msvr310(tmp_path / "data")
+    for mod in VEHICLE_MODS:  # id and view readable, no _sNNN_ scene
+        write_jpeg(ds / "bounding_box_test" / "0002" / mod / "0002_v1_003.jpg")
+    result = build_index("msvr310", tmp_path / "data")
+    (problem,) = _problems(result, "missing_scene")
+    assert problem.severity == "error" and problem.path.endswith("vis/0002_v1_003.jpg")
+    assert problem.sample_id == "msvr310/gallery/0002/0002_v1_003" and "scene rule" in problem.reason
+    assert all(r.sceneid is not None for r in result.records)  # the row is not indexed
+    assert len([r for r in result.records if r.split == "gallery"]) == 2
+    summary = run_index(tmp_path / "w", "msvr310", tmp_path / "data")
+    assert summary["problems"]["error:missing_scene"] == 1 and summary["errors"] == 1
+    ledger = read_ledger(tmp_path / "w" / "index" / "errors.parquet")
+    assert [e.sample_id for e in ledger if e.error_type == "missing_scene"] == [problem.sample_id]
+    with pytest.raises(StrictIndexError, match=r"0002_v1_003\.jpg"):
+        run_index(tmp_path / "w3", "msvr310", tmp_path / "data", strict=True)
+    assert not (tmp_path / "w3" / "index" / "manifest.parquet").exists()
+
+
+def test_wmveid863_keeps_rows_without_scene(tmp_path):
+    ds = _wmveid863(tmp_path)
+    for mod, word in zip(VEHICLE_MODS, ("vis", "ni", "th"), strict=True):
+        write_jpeg(ds / "test" / "0400" / mod / f"0400_0400_{word}_v1_n0_03.jpg")
+    result = build_index("wmveid863", tmp_path)
+    assert _problems(result, "missing_scene") == []
+    odd = next(r for r in result.records if r.split == "gallery" and r.sceneid is None)
+    assert (odd.pid, odd.camid) == (400, 1)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from reidschemas import DatasetName, LedgerEntry, Modality, Split
+from reidschemas import DatasetName, LedgerEntry, Modality, Protocol, Split
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
@@ -63,6 +63,9 @@ class Layout(ABC):
     """Accepted names of the dataset's own folder under the root (e.g. ``MSVR310`` or ``msvr310``)."""
     split_folders: ClassVar[dict[str, tuple[Split, ...]]]
     """Split folder -> the splits its triplets belong to (RGBNT201's ``test`` is both query and gallery)."""
+    protocol: ClassVar[Protocol]
+    """How its query and gallery are scored, as the reference code does: "camera" removes the gallery items with
+    the query's id and camera; "scene" (MSVR310 only) those with its id and scene, and then every row needs a scene."""
 
     def locate(self, root: Path) -> Path:
         """The dataset folder: ``root/<top folder>``, or ``root`` itself when it already is that folder."""

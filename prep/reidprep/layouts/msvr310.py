@@ -1,7 +1,8 @@
 """MSVR310 (vehicle): ``MSVR310/{bounding_box_train,query3,bounding_box_test}/<id>/{vis,ni,th}/<name>.jpg``.
 
 Name ``0002_s002_v0_000.jpg``: id, scene (time span), view (camera 0-7), index. Evaluation drops same id AND same
-scene; the scene is kept in the record.
+scene (the ``scene`` protocol); the scene is kept in the record. A name whose id and view can be read but no scene
+(``0002_v0_000.jpg``) gives a candidate without scene, which the index reports as a ``missing_scene`` error.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from reidprep.layouts.base import Candidate, Layout, ScanResult, pair_by_name
 from reidschemas import Modality
 
 NAME = re.compile(r"^(\d{4})_s(\d{3})_v(\d)_(\d{3})")
+NO_SCENE = re.compile(r"^(\d{4})_(?!s\d)(?:.*_)?v(\d)_")
 
 
 class MSVR310(Layout):
     name = "msvr310"
+    protocol = "scene"
     top_folders = ("MSVR310", "msvr310")
     split_folders = {
         "bounding_box_train": ("train",),
@@ -29,7 +32,7 @@ class MSVR310(Layout):
             dirs: dict[Modality, Path] = {"rgb": id_dir / "vis", "nir": id_dir / "ni", "tir": id_dir / "th"}
             for paths in pair_by_name(dirs, result):
                 rgb = paths["rgb"]
-                match = NAME.match(rgb.name)
+                match = NAME.match(rgb.name) or NO_SCENE.match(rgb.name)
                 if match is None:
                     result.report("error", "unparsable_name", f"name does not match {NAME.pattern}", rgb)
                     continue
@@ -41,6 +44,9 @@ class MSVR310(Layout):
                         rgb,
                     )
                     continue
-                pid, scene, view = int(match[1]), int(match[2]), int(match[3])
+                if match.re is NAME:
+                    pid, scene, view = int(match[1]), int(match[2]), int(match[3])
+                else:  # id and view only: the index reports the missing scene
+                    pid, scene, view = int(match[1]), None, int(match[2])
                 key = f"{id_dir.name}/{rgb.stem}"
                 result.candidates.append(Candidate(split_dir.name, key, pid, view, scene, paths))

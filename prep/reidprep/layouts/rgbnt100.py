@@ -16,6 +16,7 @@ NAME = re.compile(r"([-\d]+)_c([-\d]+)")
 
 class RGBNT100(Layout):
     name = "rgbnt100"
+    protocol = "camera"
     top_folders = ("RGBNT100/rgbir", "rgbnt100/rgbir", "rgbir")
     split_folders = {"bounding_box_train": ("train",), "query": ("query",), "bounding_box_test": ("gallery",)}
 

@@ -13,6 +13,7 @@ NAME = re.compile(r"^(\d{6})_cam(\d)_")
 
 class RGBNT201(Layout):
     name = "rgbnt201"
+    protocol = "camera"
     top_folders = ("RGBNT201",)
     # Query and gallery are both the whole test folder; the same-id-same-camera rule removes the query itself.
     split_folders = {"train_171": ("train",), "test": ("query", "gallery")}

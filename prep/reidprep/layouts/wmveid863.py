@@ -26,6 +26,7 @@ def pair_key(name: str) -> str:
 
 class WMVEID863(Layout):
     name = "wmveid863"
+    protocol = "camera"  # test scenes are nearly all 999: recorded, never used for scoring (the reference code)
     top_folders = ("WMVEID863", "wmveid863", "MSVWild863")
     split_folders = {"train": ("train",), "query": ("query",), "test": ("gallery",)}
 

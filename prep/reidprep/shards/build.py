@@ -26,6 +26,7 @@ from PIL import Image
 
 from reidprep.images import load_modality
 from reidprep.index import manifest_fingerprint
+from reidprep.layouts import get_layout
 from reidprep.ledger import write_ledger
 from reidprep.manifest import read_manifest, sort_records
 from reidprep.marker import Marker, file_digest, fingerprint_of
@@ -33,7 +34,7 @@ from reidprep.masks.fusion import resize_mask
 from reidprep.progress import track
 from reidprep.stage import current_run_dir, read_stage_table
 from reidprep.workdir import Workdir
-from reidschemas import MODALITIES, LedgerEntry, SampleRecord
+from reidschemas import MODALITIES, LedgerEntry, Protocol, SampleRecord
 from reidschemas.config import ShardsConfig
 from reidschemas.maskcodec import decode_mask, encode_mask
 from reidschemas.shards import SHARD_SCHEMA, SHARD_SCHEMA_VERSION
@@ -53,6 +54,7 @@ class BuildSummary:
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
     skipped: bool = False
+    protocol: str = ""  # the evaluation protocol dataset.json records ("camera" or "scene")
 
     def line(self) -> str:
         if self.skipped:
@@ -60,7 +62,7 @@ class BuildSummary:
         splits = ", ".join(f"{k} {v}" for k, v in self.rows_per_split.items())
         return (
             f"build-shards: {self.rows} rows ({splits}) in {len(self.shards)} shard(s), {self.excluded} excluded, "
-            f"{self.seconds:.1f}s, peak memory {self.peak_rss_mb:.0f} MB"
+            f"{self.seconds:.1f}s, peak memory {self.peak_rss_mb:.0f} MB; evaluation protocol: {self.protocol} rule"
         )
 
 
@@ -200,9 +202,24 @@ def _blocks(records: Sequence[SampleRecord], size: int) -> Iterator[Sequence[Sam
         yield records[start : start + size]
 
 
-def _fingerprint(workdir: Path, config: ShardsConfig, masks_fp: str | None, captions_fp: str | None) -> str:
+def dataset_protocol(records: Sequence[SampleRecord], manifest: Path) -> tuple[Protocol, str]:
+    """(protocol, layout name): the evaluation protocol the manifest's layout declares (never read from the rows)."""
+    datasets = sorted({r.dataset for r in records})
+    if len(datasets) != 1:
+        raise ValueError(
+            f"{manifest} holds records of {len(datasets)} datasets ({', '.join(datasets) or 'none'}); a shard set "
+            "holds one dataset, whose layout gives its evaluation protocol: index each dataset in its own workdir"
+        )
+    layout = get_layout(datasets[0])
+    return layout.protocol, layout.name
+
+
+def _fingerprint(
+    workdir: Path, config: ShardsConfig, masks_fp: str | None, captions_fp: str | None, protocol: str
+) -> str:
     payload = {
         "schema": SHARD_SCHEMA_VERSION,
+        "protocol": protocol,
         "config": config.model_dump(mode="json", exclude={"workers"}),
         "manifest": file_digest(Workdir(workdir).manifest),
         "masks": masks_fp,
@@ -219,17 +236,23 @@ def build_shards(
     wd = Workdir(workdir)
     out = out_dir or wd.stage_dir(STAGE)
     records = sort_records(read_manifest(wd.manifest))
+    protocol, dataset = dataset_protocol(records, wd.manifest)
     masks, masks_fp = _stage_rows(workdir, "masks", ["mask", "height", "width"])
     captions, captions_fp = _stage_rows(
         workdir, "captions", [f"caption_{t}" for t in ("rgb", "nir", "tir", "fused")] + ["attributes"]
     )
-    fingerprint = _fingerprint(workdir, config, masks_fp, captions_fp)
+    fingerprint = _fingerprint(workdir, config, masks_fp, captions_fp, protocol)
     index_path = out / INDEX_NAME
     marker = Marker(index_path)  # dataset.json is the marker: written last, it records the fingerprint
     done = None if force else marker.matching(fingerprint)
-    if done is not None and all((out / s["file"]).is_file() for s in done["shards"]):
+    # dataset.json without `protocol` (written before it was recorded) is rebuilt whatever its fingerprint
+    if (
+        done is not None
+        and done.get("protocol") == protocol
+        and all((out / s["file"]).is_file() for s in done["shards"])
+    ):
         return BuildSummary(out, done["rows"], done["excluded"], done["shards"], done["rows_per_split"],
-                            skipped=True)  # fmt: skip
+                            skipped=True, protocol=protocol)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     builder = _Builder(config, masks, captions)
     writer = _ShardWriter(out, int(config.target_shard_mb * 2**20), column_compression(config))
@@ -264,6 +287,8 @@ def build_shards(
     total = sum(s["rows"] for s in shards)
     index = {
         "schema_version": SHARD_SCHEMA_VERSION,
+        "dataset": dataset,
+        "protocol": protocol,
         "inputs": {"index": manifest_fingerprint(workdir), "masks_run": masks_fp, "captions_run": captions_fp},
         "config": config.model_dump(mode="json"),
         "rows": total,
@@ -273,4 +298,6 @@ def build_shards(
     }
     marker.write(fingerprint, index)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return BuildSummary(out, total, len(excluded), shards, rows_per_split, time.perf_counter() - start, peak)
+    return BuildSummary(
+        out, total, len(excluded), shards, rows_per_split, time.perf_counter() - start, peak, protocol=protocol
+    )
