@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
 
+from reidschemas import Protocol
 from reidschemas.config import TrainConfig
 from reidtrain import __version__
 from reidtrain.recipes import DEFAULT_RECIPE
@@ -43,14 +44,53 @@ def _main(
     """Train and evaluate multi-modal (RGB / NIR / TIR) ReID models on reidprep's shards."""
 
 
+def _rank_protocol(data: Mapping[str, object], option: str | None, arrays: Path) -> tuple[Protocol, str]:
+    """(protocol, why) for ``rank``: --protocol, else the npz's ``protocol`` entry; never guessed from scene arrays."""
+    from reidschemas import PROTOCOLS
+
+    stored = str(data["protocol"]) if "protocol" in data else None
+    for given, where in ((option, "--protocol"), (stored, f"{arrays}'s protocol entry")):
+        if given is not None and given not in PROTOCOLS:
+            raise ValueError(f"{where} is {given!r}; choose one of {', '.join(PROTOCOLS)}")
+    if option is not None and stored is not None and option != stored:
+        raise ValueError(f"--protocol {option} contradicts {arrays}'s protocol entry {stored!r}")
+    has_scenes = "q_sceneids" in data or "g_sceneids" in data
+    if option is None and stored is None:
+        if has_scenes:
+            raise ValueError(
+                f"{arrays} has scene ids but no protocol entry: pass --protocol scene (MSVR310: same id and same "
+                "scene removed) or --protocol camera (same id and camera removed); the rule is not guessed"
+            )
+        return "camera", "no protocol given and no scene ids"
+    protocol = cast(Protocol, option or stored)
+    if protocol == "scene" and not ("q_sceneids" in data and "g_sceneids" in data):
+        raise ValueError(f"the scene rule needs both q_sceneids and g_sceneids, and {arrays} lacks one")
+    why = "--protocol" if option is not None else "the npz's protocol entry"
+    if protocol == "camera" and has_scenes:
+        why += "; its scene ids are ignored"
+    return protocol, why
+
+
 @app.command()
 def rank(
-    arrays: Annotated[Path, typer.Argument(help=f".npz with {', '.join(_RANK_ARRAYS)} [, q_sceneids, g_sceneids].")],
+    arrays: Annotated[
+        Path,
+        typer.Argument(help=f".npz with {', '.join(_RANK_ARRAYS)} [, q_sceneids, g_sceneids, protocol]."),
+    ],
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="camera (same id and camera removed) or scene (MSVR310: same id and scene removed); needed when the "
+            "npz has scene ids and no protocol entry.",
+            show_default="the npz's protocol entry; camera when it has no scene ids",
+        ),
+    ] = None,
     max_rank: Annotated[int, typer.Option(help="Length of the CMC curve.")] = 50,
 ) -> None:
     """Score a saved query x gallery distance matrix with the standard ReID protocol (CMC, mAP, mINP)."""
     import numpy as np
 
+    from reidschemas import PROTOCOL_RULES, describe_protocol
     from reidtrain.metrics import evaluate_rank
 
     if not arrays.is_file():
@@ -61,22 +101,19 @@ def rank(
     if missing:
         err.print(f"[bold red]error:[/] {arrays} lacks the arrays {', '.join(missing)}")
         raise typer.Exit(2)
-    q_scenes, g_scenes = (data.get(k) for k in ("q_sceneids", "g_sceneids"))
     try:
+        rule, why = _rank_protocol(data, protocol, arrays)
+        scenes = {"q_sceneids": data["q_sceneids"], "g_sceneids": data["g_sceneids"]} if rule == "scene" else {}
         distmat, q_pids, g_pids, q_camids, g_camids = (data[name] for name in _RANK_ARRAYS)
-        result = evaluate_rank(
-            distmat, q_pids, g_pids, q_camids, g_camids, max_rank, q_sceneids=q_scenes, g_sceneids=g_scenes
-        )
+        result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, **scenes)
     except ValueError as exc:
-        err.print(f"[bold red]error:[/] {arrays}: {exc}")
-        raise typer.Exit(2) from None
-    rule = (
-        "same id and scene removed" if q_scenes is not None and g_scenes is not None else "same id and camera removed"
-    )
+        raise _fail(exc) from None
+    out.print(f"evaluation protocol: {describe_protocol(rule, why)}", highlight=False)
     out.print(
         f"mAP {100 * result.mAP:.2f}  mINP {100 * result.mINP:.2f}  "
         + "  ".join(f"R{k} {100 * result.cmc[k - 1]:.2f}" for k in (1, 5, 10) if k <= max_rank)
-        + f"  ({result.num_valid_queries} queries, {result.num_skipped_queries} without a match skipped; {rule})",
+        + f"  ({result.num_valid_queries} queries, {result.num_skipped_queries} without a match skipped; "
+        + f"{PROTOCOL_RULES[rule]})",
         highlight=False,
     )
 
@@ -264,8 +301,11 @@ def eval_(
         result = evaluate_run(run, checkpoint, absent, shards, train.device, train.workers, rank_list, top_k)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from None
+    from reidschemas import describe_protocol
+
     what = f"missing {','.join(absent)}" if absent else "all modalities"
     first = result.records[0]
+    out.print(f"evaluation protocol: {describe_protocol(first['rule'], first['dataset'] + ' layout')}", highlight=False)
     table = Table(
         title=f"{run} ({what}, {first['rule']} rule, {first['num_query']} queries, {first['num_gallery']} gallery)"
     )

@@ -1,8 +1,9 @@
 """Retrieval evaluation on a shard set's query and gallery splits, and loading a trained run back for it.
 
 Features are the model's eval-mode ``retrieval`` output, L2-normalised; the distance is the squared Euclidean
-distance between unit vectors (``2 - 2 cos``). The removal rule is MSVR310's scene rule when every query and gallery
-row has a ``sceneid``, else the usual camera rule; the result says which one was used.
+distance between unit vectors (``2 - 2 cos``). The removal rule is the protocol that ``dataset.json`` records for
+the dataset's layout (``camera``: same id and camera removed; ``scene``, MSVR310 only: same id and scene removed),
+never inferred from the rows; shards without one are refused. The result says which rule was used.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from reidschemas import Protocol, describe_protocol
+from reidschemas.shards import read_protocol
 from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import EvalTransform
 from reidtrain.data.items import ShardItems
-from reidtrain.data.shards import LabelMap, ShardDataset, ShardIndex
+from reidtrain.data.shards import INDEX_NAME, LabelMap, ShardDataset, ShardIndex
 from reidtrain.metrics import evaluate_rank, expected_random_map
 from reidtrain.models import create_model
 
@@ -29,6 +32,7 @@ __all__ = [
     "EvalResult",
     "Ranking",
     "chance_map",
+    "evaluation_protocol",
     "extract_features",
     "load_run_model",
     "rank_gallery",
@@ -76,9 +80,10 @@ class EvalResult:
     R5: float
     R10: float
     mINP: float
-    rule: str  # "scene" (MSVR310: same id and scene removed) or "camera" (same id and camera removed)
+    rule: str  # the protocol: "scene" (MSVR310: same id and scene removed) or "camera" (same id and camera removed)
     num_query: int
     num_gallery: int
+    dataset: str = "?"  # the layout whose protocol it is (as dataset.json records it)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -86,7 +91,8 @@ class EvalResult:
     def __str__(self) -> str:
         return (
             f"mAP {100 * self.mAP:.2f}  R1 {100 * self.R1:.2f}  R5 {100 * self.R5:.2f}  R10 {100 * self.R10:.2f}  "
-            f"mINP {100 * self.mINP:.2f}  ({self.rule} rule, {self.num_query} queries, {self.num_gallery} gallery)"
+            f"mINP {100 * self.mINP:.2f}  ({self.rule} rule of {self.dataset}, {self.num_query} queries, "
+            f"{self.num_gallery} gallery)"
         )
 
 
@@ -99,18 +105,45 @@ class Ranking:
     gallery: dict[str, np.ndarray]  # pids, camids, sceneids (n_g,)
     query_set: ShardDataset
     gallery_set: ShardDataset
+    protocol: Protocol  # the dataset's, from dataset.json: "camera" or "scene"
+    dataset: str = "?"  # the layout that declared the protocol
+
+    def __post_init__(self) -> None:
+        if self.protocol != "scene":
+            return  # scene ids (WMVEID863's 999) are carried but never used by the camera rule
+        for name, ids, rows in (("query", self.query, self.query_set), ("gallery", self.gallery, self.gallery_set)):
+            missing = np.flatnonzero(ids["sceneids"] < 0)  # -1: no scene id
+            if missing.size:
+                first = rows[int(missing[0])]["sample_id"]
+                raise ValueError(
+                    f"{self.dataset} is scored with the scene rule, but {missing.size} {name} row(s) have no scene id "
+                    f"(the first: {first}); reindex with `reidprep index` (it reports such rows) and rebuild the shards"
+                )
 
     @property
-    def use_scenes(self) -> bool:
-        """MSVR310's scene rule applies when every query and gallery row has a scene id."""
-        return bool((self.query["sceneids"] >= 0).all() and (self.gallery["sceneids"] >= 0).all())
+    def scene_arrays(self) -> dict[str, np.ndarray]:
+        """``q_sceneids`` / ``g_sceneids`` for the metrics under the scene rule; empty under the camera rule."""
+        if self.protocol != "scene":
+            return {}
+        return {"q_sceneids": self.query["sceneids"], "g_sceneids": self.gallery["sceneids"]}
 
     def junk(self, q: int) -> np.ndarray:
-        """(n_g,) bool: gallery items removed for query ``q`` (same id and camera; with scenes, same id and scene)."""
+        """(n_g,) bool: gallery items removed for query ``q`` (same id and camera; scene rule: same id and scene)."""
         same_id = self.gallery["pids"] == self.query["pids"][q]
-        if self.use_scenes:
+        if self.protocol == "scene":
             return same_id & (self.gallery["sceneids"] == self.query["sceneids"][q])
         return same_id & (self.gallery["camids"] == self.query["camids"][q])
+
+
+def evaluation_protocol(index: ShardIndex) -> tuple[Protocol, str]:
+    """(protocol, dataset) that ``index``'s ``dataset.json`` records; ValueError for shards built without one."""
+    return read_protocol(index.info, index.root / INDEX_NAME)
+
+
+def describe(index: ShardIndex) -> str:
+    """The line ``fit`` and ``eval`` print: ``scene rule (msvr310 layout: same id and same scene removed, ...)``."""
+    protocol, dataset = evaluation_protocol(index)
+    return describe_protocol(protocol, f"{dataset} layout")
 
 
 def rank_gallery(
@@ -126,11 +159,13 @@ def rank_gallery(
     """Features of every query and gallery row of ``shards_dir`` (model left in eval mode) and their distances.
 
     ``index``: the shard set's already loaded index (the trainer passes its own, so an epoch reads no metadata).
+    Raises ValueError when its ``dataset.json`` records no protocol (before any feature is computed).
     """
     inputs = model_inputs(model)
     columns = shard_columns(inputs)
     query = ShardDataset(shards_dir, "query", columns=columns, index=index)
     gallery = ShardDataset(shards_dir, "gallery", columns=columns, index=query.index)
+    protocol, dataset = evaluation_protocol(query.index)
     labels = labels if labels is not None else query.label_map()
     transform = EvalTransform(size=image_size)
     q_items, g_items = ShardItems(query, transform, labels, inputs), ShardItems(gallery, transform, labels, inputs)
@@ -138,13 +173,13 @@ def rank_gallery(
     g = extract_features(model, g_items, device, missing, num_workers=num_workers)
     qf, gf = torch.from_numpy(q.pop("feats")).double(), torch.from_numpy(g.pop("feats")).double()
     distmat = (2.0 - 2.0 * qf @ gf.T).clamp_(min=0.0).numpy()  # (n_q, n_g) squared distance of unit vectors
-    return Ranking(distmat, q, g, query, gallery)
+    return Ranking(distmat, q, g, query, gallery, protocol, dataset)
 
 
 def score(ranking: Ranking) -> EvalResult:
     """mAP, Rank-1/5/10 and mINP of ``ranking`` under the dataset's protocol."""
     q, g = ranking.query, ranking.gallery
-    scenes = {"q_sceneids": q["sceneids"], "g_sceneids": g["sceneids"]} if ranking.use_scenes else {}
+    scenes = ranking.scene_arrays
     result = evaluate_rank(ranking.distmat, q["pids"], g["pids"], q["camids"], g["camids"], max_rank=50, **scenes)
     return EvalResult(
         mAP=float(result.mAP),
@@ -152,9 +187,10 @@ def score(ranking: Ranking) -> EvalResult:
         R5=result.rank(5),
         R10=result.rank(10),
         mINP=float(result.mINP),
-        rule="scene" if ranking.use_scenes else "camera",
+        rule=ranking.protocol,
         num_query=len(q["pids"]),
         num_gallery=len(g["pids"]),
+        dataset=ranking.dataset,
     )
 
 
@@ -162,8 +198,7 @@ def chance_map(ranking: Ranking) -> float:
     """The exact expected mAP of a uniformly random ranking of the same queries and gallery under the same removal
     rule (what "far above chance" is measured against: it depends on how many true matches each query has)."""
     q, g = ranking.query, ranking.gallery
-    scenes = {"q_sceneids": q["sceneids"], "g_sceneids": g["sceneids"]} if ranking.use_scenes else {}
-    return expected_random_map(q["pids"], g["pids"], q["camids"], g["camids"], **scenes)
+    return expected_random_map(q["pids"], g["pids"], q["camids"], g["camids"], **ranking.scene_arrays)
 
 
 def resolve_checkpoint(run: Path, checkpoint: str) -> Path:

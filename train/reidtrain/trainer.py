@@ -52,7 +52,7 @@ from reidtrain.data.items import ShardItems
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import LabelMap, ShardDataset
 from reidtrain.distributed import DistEnv, broadcast_object, dist_env, process_group
-from reidtrain.evaluate import chance_map, rank_gallery, score
+from reidtrain.evaluate import chance_map, describe, rank_gallery, score
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
 from reidtrain.optim import WarmupCosine, make_optimizer, param_groups
@@ -340,6 +340,7 @@ def _fit(
     if not shards.is_dir():
         raise FileNotFoundError(f"shards folder {shards} does not exist; write it with `reidprep build-shards`")
     index_only = ShardDataset(shards, "train", columns=())
+    protocol = describe(index_only.index)  # refuses shards that record no protocol, before any training
     labels = index_only.label_map()
     config = config_record(options, recipe, labels)
     config["world_size"] = env.world_size
@@ -367,6 +368,7 @@ def _fit(
     if env.is_main:
         run.mkdir(parents=True, exist_ok=True)
         (run / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        echo(f"evaluation protocol: {protocol}")
 
     seed_everything(options.seed)  # the same initial weights on every rank
     model = create_model(
