@@ -51,6 +51,7 @@ def test_rows_hold_images_mask_tokens_and_captions(prepared, tmp_path):
     index = json.loads((tmp_path / "s" / "dataset.json").read_text())
     manifest = pq.read_table(prepared / "index" / "manifest.parquet")
     assert summary.rows == index["rows"] == manifest.num_rows and summary.excluded == 0
+    assert (index["protocol"], index["dataset"]) == ("camera", "rgbnt201")  # the layout's evaluation protocol
     assert index["rows_per_split"] == dict(sorted(index["rows_per_split"].items()))
     assert sum(index["rows_per_split"].values()) == manifest.num_rows
     for row in _rows(tmp_path / "s"):

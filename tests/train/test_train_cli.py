@@ -44,6 +44,7 @@ def test_fit_and_eval_take_their_defaults_from_the_config_train_section(full_sha
     assert saved["shards"] == str(full_shards.resolve())  # <workdir>/shards
     assert (saved["backbone"], saved["seed"], saved["epochs"], saved["random_init"]) == ("tiny", 7, 1, True)
     assert saved["recipe"]["ids_per_batch"] == 2 and "random ranking: mAP" in result.output
+    assert "evaluation protocol: camera rule (rgbnt201 layout: same id and same camera removed)" in result.output
     # the command line wins over the file; without --output the run goes to <workdir>/train/<model>
     result = runner.invoke(train_app, ["fit", "--config", str(config), "--seed", "8", "--set", "instances_per_id=3"])
     assert result.exit_code == 0, result.output
@@ -52,6 +53,7 @@ def test_fit_and_eval_take_their_defaults_from_the_config_train_section(full_sha
     result = runner.invoke(train_app, ["eval", "--config", str(config), "--checkpoint", "last"])
     assert result.exit_code == 0, result.output
     assert (workdir / "train" / "baseline" / "eval.json").is_file()
+    assert "evaluation protocol: camera rule (rgbnt201 layout" in result.output
 
 
 def test_fit_without_shards_or_config_and_bad_config_keys_are_clear_errors(tmp_path):
