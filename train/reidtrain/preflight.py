@@ -104,7 +104,8 @@ def shard_facts(index: ShardIndex, inputs: tuple[str, ...]) -> ShardFacts:
     """Ids, cameras and rows per split, the train rows' stored sizes, the coverage of ``inputs`` on train rows,
     the ids shared by train and test, and (when the shards folder lives in a prep workdir) its staleness."""
     splits, pids = {}, {}
-    for split in index.rows_per_split:
+    order = ("train", "query", "gallery")
+    for split in sorted(index.rows_per_split, key=lambda s: (order.index(s) if s in order else len(order), s)):
         rows = ShardDataset(index.root, split, columns=(), index=index)
         pids[split] = {int(p) for p in rows.pids}
         splits[split] = SplitFacts(len(rows), len(pids[split]), len({int(c) for c in rows.camids}))
