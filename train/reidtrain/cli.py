@@ -264,7 +264,7 @@ def eval_(
         str,
         typer.Option(
             help="both (last and best, each with its epoch), last, best, or a checkpoint file (it loads on its own: "
-            "without --run, results go beside it)."
+            "results go beside it unless a run folder is given)."
         ),
     ] = "both",
     missing: Annotated[
