@@ -219,6 +219,16 @@ class TrainConfig(_Section):
     device: str = Field("cpu", description="cpu or cuda")
     seed: int = Field(0, ge=0, description="seed of model init, PK order and augmentation")
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    # fit's refusals (reidtrain.preflight), each with its override
+    allow_orientation_mismatch: bool = Field(
+        False, description="train at an image size whose orientation (portrait/landscape) contradicts the shards'"
+    )
+    allow_missing_inputs: bool = Field(
+        False, description="train although a declared input (mask, caption) is missing on more than 1% of train rows"
+    )
+    allow_stale_shards: bool = Field(
+        False, description="train on shards built from masks/captions/index other than the workdir's current ones"
+    )
 
 
 def is_recipe_path(recipe: str) -> bool:

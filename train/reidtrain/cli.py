@@ -226,12 +226,37 @@ def fit(
     progress: Annotated[
         bool | None, typer.Option(help="Progress bar.", show_default="when stderr is a terminal")
     ] = None,
+    allow_orientation_mismatch: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-orientation-mismatch",
+            help="Train although the image size is portrait and the shards landscape, or the reverse.",
+            show_default="refused",
+        ),
+    ] = None,
+    allow_missing_inputs: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-missing-inputs",
+            help="Train although a mask or caption the model reads is missing on more than 1% of train rows.",
+            show_default="refused",
+        ),
+    ] = None,
+    allow_stale_shards: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-stale-shards",
+            help="Train on shards built from other index/masks/captions outputs than the workdir's current ones.",
+            show_default="refused",
+        ),
+    ] = None,
 ) -> None:
     """Train a model on the train split, evaluating on query/gallery after every epoch; resumes from OUTPUT/last.pt.
 
     The run's configuration is resolved once: the recipe <- the config's train section <- these options and --set;
     OUTPUT/config.json records it. Options not given come from the config's train section (with --config), else from
-    the defaults shown.
+    the defaults shown. Before the first step it prints what it trains and refuses (exit 2) a contradicting image
+    orientation, missing inputs and stale shards unless the matching --allow-* option is given.
     """
     from reidschemas.overrides import parse_assignments
     from reidtrain.distributed import dist_env
@@ -249,6 +274,9 @@ def fit(
         "device": device,
         "seed": seed,
         "workers": workers,
+        "allow_orientation_mismatch": allow_orientation_mismatch,
+        "allow_missing_inputs": allow_missing_inputs,
+        "allow_stale_shards": allow_stale_shards,
     }
     try:
         overrides = parse_assignments(set_ or [])
@@ -270,7 +298,11 @@ def eval_(
     config: ConfigOption = None,
     workdir: WorkdirOption = None,
     checkpoint: Annotated[
-        str, typer.Option(help="both (last and best, each with its epoch), last, best, or a checkpoint file.")
+        str,
+        typer.Option(
+            help="both (last and best, each with its epoch), last, best, or a checkpoint file (it loads on its own: "
+            "results go beside it unless a run folder is given)."
+        ),
     ] = "both",
     missing: Annotated[
         str, typer.Option(help="Modalities to zero at test time, comma-separated (e.g. rgb,nir).", show_default="none")
@@ -285,7 +317,8 @@ def eval_(
 ) -> None:
     """Evaluate a run on query/gallery: mAP, R1, R5, R10, mINP per checkpoint, as a table and RUN/eval*.json.
 
-    Without --run, the run folder is the one `reidtrain fit` writes for the same --config / --workdir.
+    Without --run, the run folder is the one `reidtrain fit` writes for the same --config / --workdir, or the folder
+    of a --checkpoint FILE (a checkpoint records its configuration: it evaluates outside its run folder).
     """
     from rich.table import Table
 
@@ -293,6 +326,8 @@ def eval_(
 
     try:
         train, root = _train_config(config, workdir, {"device": device, "workers": workers})
+        if run is None and checkpoint not in ("both", "last", "best"):
+            run = Path(checkpoint).parent  # a checkpoint file loads on its own; results go beside it
         if run is None:
             if root is None:
                 raise ValueError("pass --run RUN, or --config pipeline.yaml / --workdir W (the run fit writes there)")

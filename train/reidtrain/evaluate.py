@@ -34,6 +34,7 @@ __all__ = [
     "chance_map",
     "evaluation_protocol",
     "extract_features",
+    "load_checkpoint",
     "load_run_model",
     "rank_gallery",
     "resolve_checkpoint",
@@ -209,23 +210,42 @@ def resolve_checkpoint(run: Path, checkpoint: str) -> Path:
     return path
 
 
-def load_run_model(run: Path, checkpoint: str = "last") -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """(model with the checkpoint's weights, the run's config.json, the checkpoint) for a run folder of ``fit``."""
-    config_path = run / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} does not exist: {run} is not a run folder written by `reidtrain fit`")
-    config = json.loads(config_path.read_text())
-    path = resolve_checkpoint(run, checkpoint)
+def load_checkpoint(path: Path, config_path: Path | None = None) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """(model with the weights of checkpoint ``path``, the run's configuration, the checkpoint), from the file alone.
+
+    ``fit`` stores config.json's content in every checkpoint (``config``), so a checkpoint copied out of its run
+    folder loads on its own. A checkpoint of an earlier version lacks it: ``config_path`` (default: config.json beside
+    the file) is read instead.
+    """
     state = torch.load(path, map_location="cpu", weights_only=True)
+    config = state.get("config")
+    if config is None:
+        config_path = Path(path).parent / "config.json" if config_path is None else config_path
+        if not config_path.is_file():
+            raise FileNotFoundError(
+                f"{path} does not record its configuration (written before checkpoints did) and {config_path} "
+                "does not exist: evaluate it inside its run folder"
+            )
+        config = json.loads(config_path.read_text())
+    recipe = config["recipe"]
     model = create_model(
         config["model"],
         num_classes=config["num_classes"],
         num_cameras=config["num_cameras"],
         backbone=config["backbone"],
-        image_size=tuple(config["recipe"]["image_size"]),
+        image_size=tuple(recipe["image_size"]),
         weights=None,
         require_pretrained=False,  # the checkpoint holds every weight
-        **config["recipe"].get("model_options", {}),
+        **recipe.get("model_options", {}),
     )
     model.load_state_dict(state["model"])
     return model, config, state
+
+
+def load_run_model(run: Path, checkpoint: str = "last") -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """(model with the checkpoint's weights, the run's configuration, the checkpoint) for a run folder of ``fit``;
+    ``checkpoint`` is last, best or a file (which may lie elsewhere: see ``load_checkpoint``)."""
+    config_path = run / "config.json"
+    if checkpoint in ("last", "best") and not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} does not exist: {run} is not a run folder written by `reidtrain fit`")
+    return load_checkpoint(resolve_checkpoint(run, checkpoint), config_path if config_path.is_file() else None)

@@ -3,10 +3,14 @@
 A run folder holds::
 
     config.json     the resolved configuration: the run settings and the whole recipe (model, backbone, every
-                    setting, model_options) after overrides; a rerun must match it to resume
+                    setting, model_options) after overrides, image size, classes and cameras, parameter counts and
+                    ``provenance`` (``reidtrain.provenance``: package version, git commit, the shards' dataset.json
+                    fingerprint, the weights file's SHA-256); a rerun must match it to resume
     metrics.jsonl   one JSON line per finished epoch (loss terms, lr, mAP, R1, R5, R10, mINP, seconds)
     last.pt         everything needed to continue exactly: model, optimizer, scheduler (and fp16 scaler), epoch
     best.pt         the model of the epoch with the best test mAP so far
+                    (both checkpoints also hold config.json's content under ``config``: each loads on its own,
+                    ``reidtrain.evaluate.load_checkpoint``)
     tensorboard/    the same per-epoch figures as event files, when TensorBoard is installed
 
 Determinism: everything random is seeded from ``seed``: model init, PK order (``PKSampler(seed)``, per epoch), and
@@ -20,6 +24,10 @@ whole PK batches and rank 0 evaluates and writes the run folder.
 
 The schedule always spans ``recipe.epochs``; ``epochs`` (``--epochs``) is where this invocation stops, so a run can be
 trained in several pieces without changing its learning rates.
+
+Before the first step ``fit`` checks the shards against the run and prints what it trains
+(``reidtrain.preflight``): it refuses a contradicting image orientation, declared inputs missing on more than 1% of
+train rows and stale shards, each unless its ``allow_*`` override is set.
 
 Configuration: ``fit`` takes ``reidschemas.config.TrainConfig`` (pipeline.yaml's train section with the command line
 applied: run settings, the recipe's name or path, ``set`` overrides, ``model`` / ``backbone`` overrides) and resolves
@@ -56,6 +64,8 @@ from reidtrain.evaluate import chance_map, describe, rank_gallery, score
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
 from reidtrain.optim import WarmupCosine, make_optimizer, param_groups
+from reidtrain.preflight import ALLOW_KEYS, FitRefused, refusals, shard_facts, start_block
+from reidtrain.provenance import provenance
 from reidtrain.recipes import TrainRecipe, resolve_recipe
 
 __all__ = ["FitSummary", "RunMismatchError", "config_record", "fit", "resolve_run"]
@@ -64,7 +74,9 @@ log = logging.getLogger(__name__)
 
 LAST, BEST, CONFIG, METRICS = "last.pt", "best.pt", "config.json", "metrics.jsonl"
 # Options that may change between the pieces of one run without changing its result.
-_NOT_COMPARED = ("output", "epochs", "device", "num_workers")
+_NOT_COMPARED = ("output", "epochs", "device", "num_workers", "provenance", "allowed")
+# Keys that config.json of earlier versions lacks: compared only when the saved config has them.
+_ADDED = ("image_size", "model_options", "parameters", "dataset_fingerprint")
 
 
 class RunMismatchError(ValueError):
@@ -131,13 +143,17 @@ def resolve_run(train: TrainConfig, workdir: Path | None = None) -> tuple[TrainC
     return resolved, recipe
 
 
-def config_record(train: TrainConfig, recipe: TrainRecipe, labels: LabelMap) -> dict[str, Any]:
-    """The run's config.json content: the resolved run settings (``resolve_run``) and the whole recipe.
+def config_record(
+    train: TrainConfig, recipe: TrainRecipe, labels: LabelMap, shards_info: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The run's config.json content: the resolved run settings (``resolve_run``) and the whole recipe, and with
+    ``shards_info`` (the shards' dataset.json) the run's provenance (``reidtrain.provenance``).
 
     ``model`` and ``backbone`` appear twice (top level and in the recipe) so run folders of earlier versions, whose
-    recipe did not name them, stay readable by ``reidtrain eval`` and resumable.
+    recipe did not name them, stay readable by ``reidtrain eval`` and resumable; ``image_size`` and
+    ``model_options`` are the recipe's, repeated for readers.
     """
-    return {
+    record = {
         "shards": str(train.shards),
         "output": str(train.output),
         "recipe_name": train.recipe,
@@ -153,7 +169,14 @@ def config_record(train: TrainConfig, recipe: TrainRecipe, labels: LabelMap) -> 
         "num_workers": train.workers,
         "num_classes": labels.num_classes,
         "num_cameras": labels.num_cameras,
+        "image_size": list(recipe.image_size),
+        "model_options": dict(recipe.model_options),
+        "allowed": {key: getattr(train, key) for key in ALLOW_KEYS},
     }
+    if shards_info is not None:
+        record["dataset_fingerprint"] = shards_info.get("fingerprint")
+        record["provenance"] = provenance(dict(shards_info), train.weights)
+    return record
 
 
 def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,7 +189,7 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     old, new = _comparable(old), _comparable(new)
-    keys = sorted((set(old) | set(new)) - set(_NOT_COMPARED))
+    keys = sorted((set(old) | set(new)) - set(_NOT_COMPARED) - {k for k in _ADDED if k not in old})
     return [k for k in keys if old.get(k) != new.get(k)]
 
 
@@ -342,10 +365,30 @@ def _fit(
     index_only = ShardDataset(shards, "train", columns=())
     protocol = describe(index_only.index)  # refuses shards that record no protocol, before any training
     labels = index_only.label_map()
-    config = config_record(options, recipe, labels)
+    seed_everything(options.seed)  # the same initial weights on every rank
+    model = create_model(
+        recipe.model,
+        num_classes=labels.num_classes,
+        num_cameras=labels.num_cameras,
+        backbone=recipe.backbone,
+        image_size=tuple(recipe.image_size),
+        weights=options.weights,
+        require_pretrained=not options.random_init,
+        **recipe.model_options,
+    ).to(device)
+    inputs = model_inputs(model)
+    facts = shard_facts(index_only.index, inputs)
+    problems = refusals(facts, recipe.image_size, options)
+    if problems:  # before anything is written
+        raise FitRefused(f"{shards}: {'; '.join(problems)}")
+    params = (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
+    config = config_record(options, recipe, labels, index_only.index.info)
+    config["parameters"] = {"trainable": params[0], "total": params[1]}
     config["world_size"] = env.world_size
     run = options.output
     last_path = run / LAST
+    for line in start_block(options, recipe.image_size, params, inputs, facts):
+        echo(line)
 
     start_epoch = 0
     state: dict[str, Any] | None = None
@@ -369,19 +412,6 @@ def _fit(
         run.mkdir(parents=True, exist_ok=True)
         (run / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         echo(f"evaluation protocol: {protocol}")
-
-    seed_everything(options.seed)  # the same initial weights on every rank
-    model = create_model(
-        recipe.model,
-        num_classes=labels.num_classes,
-        num_cameras=labels.num_cameras,
-        backbone=recipe.backbone,
-        image_size=tuple(recipe.image_size),
-        weights=options.weights,
-        require_pretrained=not options.random_init,
-        **recipe.model_options,
-    ).to(device)
-    inputs = model_inputs(model)
     train_set = ShardDataset(shards, "train", columns=shard_columns(inputs), index=index_only.index)
     objective = ReIDObjective(
         labels.num_classes,
@@ -496,7 +526,9 @@ def _fit(
         if result.mAP > best_map:
             best_map, best_epoch = result.mAP, epoch
             if env.is_main:
-                _atomic_save({"model": model.state_dict(), "epoch": epoch, "mAP": result.mAP}, run / BEST)
+                _atomic_save(
+                    {"model": model.state_dict(), "epoch": epoch, "mAP": result.mAP, "config": config}, run / BEST
+                )
         if env.is_main:
             with (run / METRICS).open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -512,6 +544,7 @@ def _fit(
                     "best_map": best_map,
                     "best_epoch": best_epoch,
                     "last_map": last_map,
+                    "config": config,
                 },
                 last_path,
             )
