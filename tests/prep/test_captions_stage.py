@@ -290,3 +290,36 @@ def test_llm_fusion_with_a_separate_text_model(workdir, tmp_path, monkeypatch):
         assert mllm.chat_count == 48 and all(b["model"] == "gpt-4o" for b in mllm.chat_bodies)
         assert text_model.chat_count >= 3 and all(b["model"] == "deepseek-chat" for b in text_model.chat_bodies)
         assert all(prompt_text(b).startswith("Generate a natural") for b in text_model.chat_bodies)
+
+
+def test_openai_max_connection_failures_from_the_config_stops_the_stage_and_keeps_done_chunks(
+    workdir, tmp_path, monkeypatch
+):
+    """``captions.openai.max_connection_failures`` reaches the backend: once the server stops answering, the stage
+    stops after that many attempts in a row (not after max_retries per request), with the finished chunk kept."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    answered = 0
+
+    def hangs_after_one_chunk(body: dict) -> str:
+        nonlocal answered
+        answered += 1
+        if answered > 16:  # chunk 1 = 4 triplets x 4 views answered; then the server hangs
+            time.sleep(1.0)
+        return default_handler(body)
+
+    with FakeOpenAI(handler=hangs_after_one_chunk) as server:
+        extra = "    max_connection_failures: 2\n"
+        config = _openai_config(tmp_path, server, extra)
+        config.write_text(
+            config.read_text().replace("max_retries: 1", "max_retries: 8").replace("timeout_s: 20", "timeout_s: 0.3")
+        )
+        start = time.monotonic()
+        result = runner.invoke(app, ["captions", "--workdir", str(workdir), "--config", str(config), "--no-progress"])
+        elapsed = time.monotonic() - start
+        chats = server.chat_count
+    assert result.exit_code == 1, result.output
+    assert "captions stopped" in result.output and "2 attempts in a row reached no server" in result.output
+    assert chats <= 16 + 2 + 1  # the limit, not 8 retries per request (at most one attempt past it in flight)
+    assert elapsed < 15
+    parts = list((workdir / "captions" / "runs").rglob("part-*.parquet"))
+    assert len(parts) == 1 and pq.read_metadata(parts[0]).num_rows == 4  # the finished chunk is kept
