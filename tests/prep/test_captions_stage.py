@@ -371,6 +371,9 @@ def test_a_template_caption_over_77_tokens_is_kept_noted_counted_and_in_its_shar
         shards = [r for f in files for r in pq.read_table(f, columns=["sample_id", "caption_rgb"]).to_pylist()]
         assert sorted(r["sample_id"] for r in shards) == sorted(r["sample_id"] for r in rows)
         assert {r["caption_rgb"] for r in shards} == {expected}
+        assert runner.invoke(app, ["report", "--workdir", str(workdir)]).exit_code == 0
+        html = (workdir / "report.html").read_text()
+        assert 'id="long-captions"' in html and '<span data-target="rgb">RGB 8</span>' in html
 
         config.write_text(config.read_text().replace("captions:\n", "captions:\n  shorten_to_clip: true\n"))
         output = _captions(workdir, "--config", str(config))

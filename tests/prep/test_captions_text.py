@@ -470,7 +470,8 @@ def test_clip_token_count_includes_start_and_end():
     assert length_note(exactly) is None
     longer = exactly + " cat"
     assert validate_caption(longer, person, "pedestrian", "rgb") == []  # length is never a problem
-    assert length_note(longer) == f"{CLIP_CONTEXT + 1} CLIP tokens, truncated to {CLIP_CONTEXT} at tokenisation (end-of-text kept)"
+    expected = f"{CLIP_CONTEXT + 1} CLIP tokens, truncated to {CLIP_CONTEXT} at tokenisation (end-of-text kept)"
+    assert length_note(longer) == expected
 
 
 @pytest.mark.parametrize(

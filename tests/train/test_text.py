@@ -52,7 +52,7 @@ def test_eot_positions_agree_with_clip_argmax_and_batch_shapes():
         eot_positions(torch.zeros(2, 77, dtype=torch.long))
 
 
-WORDS = "a red sedan with round headlights, roof-rack and tinted windows walks past the grey-blue kerb at night".split()
+WORDS = ["a", "red", "sedan", "with", "round", "headlights,", "roof-rack", "tinted", "windows", "grey-blue", "kerb"]
 
 
 @pytest.mark.parametrize("length", [10, 73, 74, 75, 76, 92, 113, 300])

@@ -72,7 +72,7 @@ def _set_json(attributes: AttributeSet) -> dict[str, Any]:
 
 def _length_notes(captions: dict[str, str], notes: list[str]) -> dict[str, int]:
     """CLIP tokens per target's caption; a note in ``notes`` for each caption longer than CLIP's context (kept)."""
-    tokens = {target: clip_token_count(captions[target]) for target in TARGETS}
+    tokens: dict[str, int] = {target: clip_token_count(captions[target]) for target in TARGETS}
     for target in TARGETS:
         note = length_note(captions[target], tokens[target])
         if note is not None:

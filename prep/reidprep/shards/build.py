@@ -269,7 +269,7 @@ def build_shards(
         return BuildSummary(out, done["rows"], done["excluded"], done["shards"], done["rows_per_split"],
                             done.get("excluded_per_split", {}), skipped=True)  # fmt: skip
     builder = _Builder(config, masks, captions)
-    split_of = {r.sample_id: r.split for r in records}
+    split_of: dict[str, str] = {r.sample_id: r.split for r in records}
     if not config.allow_test_exclusions:  # refuse before encoding anything when test inputs are already missing
         early = [e for r in records if r.split != "train" and (e := builder.missing(r)) is not None]
         if early:
@@ -311,7 +311,7 @@ def build_shards(
     rows_per_split = dict(sorted(split_counts.items()))
     total = sum(s["rows"] for s in shards)
     excluded_splits = Counter(split_of[e.sample_id or ""] for e in excluded)
-    excluded_per_split = {split: excluded_splits[split] for split in sorted({r.split for r in records})}
+    excluded_per_split: dict[str, int] = {s: excluded_splits[s] for s in sorted({r.split for r in records})}
     index = {
         "schema_version": SHARD_SCHEMA_VERSION,
         "inputs": {"index": manifest_fingerprint(workdir), "masks_run": masks_fp, "captions_run": captions_fp},
