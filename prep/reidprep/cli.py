@@ -313,6 +313,14 @@ def build_shards(
     target_shard_mb: Annotated[
         float | None, _opt("shards.target_shard_mb", help="Close a shard at this size (MB).")
     ] = None,
+    allow_test_exclusions: Annotated[
+        bool,
+        typer.Option(
+            "--allow-test-exclusions",
+            help="Exclude query/gallery samples that lack an input (refused by default: exit 1, naming them).",
+            show_default=_default("shards.allow_test_exclusions"),
+        ),
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Rebuild even if built from the same inputs.", show_default="off")
     ] = False,
@@ -325,7 +333,7 @@ def build_shards(
     cfg = _config(
         config,
         {"workdir": workdir, "shards.image_format": image_format, "shards.size": size, "shards.missing": missing,
-         "shards.target_shard_mb": target_shard_mb},
+         "shards.target_shard_mb": target_shard_mb, "shards.allow_test_exclusions": allow_test_exclusions or None},
     )  # fmt: skip
     _print(_call(get_step("shards").run, cfg, _options(progress, force=force)))
 
@@ -408,6 +416,11 @@ def status(
         state = row["state"] + (f" (+{row['stale_runs']} stale runs)" if row.get("stale_runs") else "")
         table.add_row(name, state, str(row["done"]), str(row["failed"]), str(row["warnings"]), pending)
     out.print(table)
+    excluded = report["stages"].get("shards", {}).get("excluded_per_split")
+    if excluded:
+        counts = ", ".join(f"{split} {n}" for split, n in excluded.items())
+        ledger = cfg.workdir / "shards" / "errors.parquet"
+        out.print(f"shards excluded per split: {counts} (ledger {ledger})", highlight=False)
     for name, row in report["stages"].items():
         if row["stale"]:
             out.print(f"{name} is stale: {row['stale']}; rerun it (`reidprep run` redoes it)", highlight=False)

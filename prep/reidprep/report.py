@@ -263,6 +263,10 @@ def _stages_section(workdir: Path, stages: dict[str, dict[str, Any]]) -> str:
             f'<td>{progress}</td><td class="sub">{_e(_identity(workdir, name) if name != "index" else "")}</td></tr>'
         )
     out.append("</table>")
+    excluded = stages.get("shards", {}).get("excluded_per_split")
+    if isinstance(excluded, dict):
+        counts = ", ".join(f'<span data-split="{_e(k)}">{_e(k)} {_num(v)}</span>' for k, v in excluded.items())
+        out.append(f'<p id="shard-exclusions">Samples excluded from the shards, per split: {counts}</p>')
     for name, status in stages.items():
         if status.get("state") == "not run":
             continue
@@ -333,6 +337,16 @@ def _captions_quality(summary: dict[str, Any]) -> str:
         out.append(
             '</div><div class="legend">lower is better<i class="c-before"></i>before<i class="c-after"></i>after '
             "fusion</div></div>"
+        )
+    long = summary.get("long_captions")
+    if isinstance(long, dict) and isinstance(long.get("per_target"), dict):
+        counts = ", ".join(
+            f'<span data-target="{_e(t)}">{_e(MODALITY_NAMES.get(t, t))} {_num(n)}</span>'
+            for t, n in _in_order(long["per_target"])
+        )
+        out.append(
+            f'<div class="quality" id="long-captions"><h3>Captions over {_e(long.get("limit"))} CLIP tokens</h3>'
+            f'<p>{counts}</p><div class="legend">kept whole; truncated at tokenisation, end-of-text kept</div></div>'
         )
     truth = summary.get("groundtruth")
     if isinstance(truth, dict) and truth:

@@ -143,7 +143,8 @@ class ShardsStep(Step):
         lines = [summary.line()]
         if summary.excluded and not summary.skipped:
             lines.append(f"  excluded samples are listed in {summary.out_dir / 'errors.parquet'}")
-        return StepResult(self.name, lines, True, summary.skipped, {"rows": summary.rows, "shards": summary.shards})
+        details = {"rows": summary.rows, "shards": summary.shards, "excluded_per_split": summary.excluded_per_split}
+        return StepResult(self.name, lines, True, summary.skipped, details)
 
     def _index(self, workdir: Path) -> dict[str, Any] | None:
         return Marker(Workdir(workdir).stage_dir(self.name) / "dataset.json").read()
@@ -161,7 +162,10 @@ class ShardsStep(Step):
         index = self._index(workdir)
         if index is None:
             return {"state": "not run", "done": 0, "failed": 0, "warnings": 0, "pending": None}
-        return {"state": "complete", "done": index["rows"], "failed": index["excluded"], "warnings": 0, "pending": 0}
+        return {
+            "state": "complete", "done": index["rows"], "failed": index["excluded"], "warnings": 0, "pending": 0,
+            "excluded_per_split": index.get("excluded_per_split"),  # None: built before it was recorded
+        }  # fmt: skip
 
 
 STEPS: tuple[Step, ...] = (IndexStep(), MasksStep(), CaptionsStep(), ShardsStep())

@@ -122,6 +122,12 @@ class OpenAIConfig(_Section):
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(5, ge=0, description="retries on 429, timeouts, connection errors and 5xx")
     max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
+    max_connection_failures: int = Field(
+        10,
+        ge=1,
+        description="attempts in a row that reach no server (connection refused, time-out) before the stage stops; "
+        "what is done so far is kept",
+    )
     usd_per_million_input: float | None = Field(2.5, ge=0, description="for the cost estimate; None = unknown")
     usd_per_million_output: float | None = Field(10.0, ge=0)
 
@@ -162,6 +168,11 @@ class CaptionsConfig(_Section):
     colours_in_infrared_captions: bool = Field(
         False, description="let NIR/TIR captions carry colours taken from RGB (never from NIR/TIR themselves)"
     )
+    shorten_to_clip: bool = Field(
+        False,
+        description="template captions longer than CLIP's 77 tokens leave out the least important attributes until "
+        "they fit (noted); false keeps the whole caption, truncated at tokenisation as the reference code does",
+    )
     chunk_size: int = Field(32, ge=1, description="triplets per output part (the unit of resume)")
     batch_api: bool = Field(False, description="openai: use the Batch API (half price, up to 24 h)")
     openai: OpenAIConfig = OpenAIConfig()
@@ -190,6 +201,11 @@ class ShardsConfig(_Section):
     row_group_rows: int = Field(64, ge=1, description="rows per Parquet row group (the unit of random access)")
     missing: Literal["exclude", "null"] = Field(
         "exclude", description="a sample without mask or caption: exclude it (ledgered) or keep it with nulls"
+    )
+    allow_test_exclusions: bool = Field(
+        False,
+        description="let a query or gallery sample without mask, caption or readable image be excluded; by default "
+        "build-shards refuses (exit 1), since a missing test row changes the benchmark",
     )
     require: list[Literal["masks", "captions"]] = Field(
         ["masks", "captions"], description="stages whose output every sample needs"

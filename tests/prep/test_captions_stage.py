@@ -290,3 +290,139 @@ def test_llm_fusion_with_a_separate_text_model(workdir, tmp_path, monkeypatch):
         assert mllm.chat_count == 48 and all(b["model"] == "gpt-4o" for b in mllm.chat_bodies)
         assert text_model.chat_count >= 3 and all(b["model"] == "deepseek-chat" for b in text_model.chat_bodies)
         assert all(prompt_text(b).startswith("Generate a natural") for b in text_model.chat_bodies)
+
+
+def test_openai_max_connection_failures_from_the_config_stops_the_stage_and_keeps_done_chunks(
+    workdir, tmp_path, monkeypatch
+):
+    """``captions.openai.max_connection_failures`` reaches the backend: once the server stops answering, the stage
+    stops after that many attempts in a row (not after max_retries per request), with the finished chunk kept."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    answered = 0
+
+    def hangs_after_one_chunk(body: dict) -> str:
+        nonlocal answered
+        answered += 1
+        if answered > 16:  # chunk 1 = 4 triplets x 4 views answered; then the server hangs
+            time.sleep(1.0)
+        return default_handler(body)
+
+    with FakeOpenAI(handler=hangs_after_one_chunk) as server:
+        extra = "    max_connection_failures: 2\n"
+        config = _openai_config(tmp_path, server, extra)
+        config.write_text(
+            config.read_text().replace("max_retries: 1", "max_retries: 8").replace("timeout_s: 20", "timeout_s: 0.3")
+        )
+        start = time.monotonic()
+        result = runner.invoke(app, ["captions", "--workdir", str(workdir), "--config", str(config), "--no-progress"])
+        elapsed = time.monotonic() - start
+        chats = server.chat_count
+    assert result.exit_code == 1, result.output
+    assert "captions stopped" in result.output and "2 attempts in a row reached no server" in result.output
+    assert chats <= 16 + 2 + 1  # the limit, not 8 retries per request (at most one attempt past it in flight)
+    assert elapsed < 15
+    parts = list((workdir / "captions" / "runs").rglob("part-*.parquet"))
+    assert len(parts) == 1 and pq.read_metadata(parts[0]).num_rows == 4  # the finished chunk is kept
+
+
+@pytest.fixture
+def vehicle_workdir(tmp_path_factory, tmp_path) -> Path:
+    dataset = tmp_path_factory.mktemp("vehicles")
+    generate_dataset(dataset, kind="vehicle", ids=4, images_per_id=2, seed=3)
+    run_index(tmp_path / "v", "msvr310", dataset)
+    return tmp_path / "v"
+
+
+def test_a_template_caption_over_77_tokens_is_kept_noted_counted_and_in_its_shard_row(
+    vehicle_workdir, tmp_path, monkeypatch
+):
+    """Every vehicle attribute known (the fake MLLM answers the whole template): NEXT's full vehicle template renders
+    about 92 CLIP tokens. The caption is kept whole, noted, counted in the summary, and its row reaches the shards;
+    ``shorten_to_clip`` instead leaves out the least important attributes, noted too."""
+    from fake_openai import template_reply
+
+    from reidprep.captions.render import render
+    from reidschemas import attribute_model
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    workdir = vehicle_workdir
+    runner.invoke(app, ["masks", "--workdir", str(workdir), "--no-progress"])
+    full = attribute_model("vehicle")(**json.loads(template_reply("vehicle")))
+    expected = render(full, "vehicle", "rgb", max_tokens=None).text  # the oracle: the whole template
+    assert clip_token_count(expected) > 77
+    with FakeOpenAI() as server:
+        config = _openai_config(tmp_path, server)
+        output = _captions(workdir, "--config", str(config))
+        assert "captions: 8 done, 0 skipped, 0 failed" in output
+        assert "captions over 77 CLIP tokens (kept, truncated at tokenisation with end-of-text kept): rgb 8" in output
+        rows = read_stage_table(workdir, "captions").to_pylist()
+        summary = json.loads((workdir / "captions" / "summary.json").read_text())
+        assert summary["long_captions"] == {
+            "limit": 77,
+            "per_target": {t: sum(r[f"tokens_{t}"] > 77 for r in rows) for t in ("rgb", "nir", "tir", "fused")},
+        }
+        for row in rows:
+            assert row["caption_rgb"] == expected and row["tokens_rgb"] == clip_token_count(expected)
+            notes = json.loads(row["notes"])
+            assert f"rgb caption: {row['tokens_rgb']} CLIP tokens, truncated to 77 at tokenisation" in " | ".join(notes)
+        result = runner.invoke(app, ["build-shards", "--workdir", str(workdir), "--no-progress"])
+        assert result.exit_code == 0, result.output
+        files = sorted((workdir / "shards").glob("shard-*.parquet"))
+        shards = [r for f in files for r in pq.read_table(f, columns=["sample_id", "caption_rgb"]).to_pylist()]
+        assert sorted(r["sample_id"] for r in shards) == sorted(r["sample_id"] for r in rows)
+        assert {r["caption_rgb"] for r in shards} == {expected}
+        assert runner.invoke(app, ["report", "--workdir", str(workdir)]).exit_code == 0
+        html = (workdir / "report.html").read_text()
+        assert 'id="long-captions"' in html and '<span data-target="rgb">RGB 8</span>' in html
+
+        config.write_text(config.read_text().replace("captions:\n", "captions:\n  shorten_to_clip: true\n"))
+        output = _captions(workdir, "--config", str(config))
+        assert "captions: 8 done" in output and "rgb 0, nir 0, tir 0, fused 0" in output
+        for row in read_stage_table(workdir, "captions").to_pylist():
+            assert row["tokens_rgb"] <= 77 < clip_token_count(expected)
+            [note] = [n for n in json.loads(row["notes"]) if n.startswith("rgb caption shortened")]
+            assert note.startswith(f"rgb caption shortened to {row['tokens_rgb']} CLIP tokens: left out exhaust_type")
+
+
+def _long_caption_handler(shorter_on_retry: bool):
+    """Attributes as usual; every caption prompt gets a valid caption padded past 77 CLIP tokens, and a request for a
+    shorter one gets the rendered caption alone (``shorter_on_retry``) or the long one again."""
+    from reidprep.captions.parse import extract_json_object
+    from reidprep.captions.render import render_caption
+    from reidschemas import attribute_model
+
+    def handler(body: dict) -> str:
+        text = prompt_text(body)
+        if not text.startswith("Generate a natural"):
+            return default_handler(body)
+        kind = "pedestrian" if "person appearance" in text else "vehicle"
+        data, _ = extract_json_object(text[text.index("{") : text.rindex("}") + 1])
+        caption = render_caption(attribute_model(kind)(**data), kind, "fused", max_tokens=None)
+        if shorter_on_retry and "Write a shorter caption" in text:
+            return caption
+        return caption + " The person walks along the street at an even pace." * 8
+
+    return handler
+
+
+@pytest.mark.parametrize("shorter_on_retry", [True, False])
+def test_llm_fusion_asks_once_for_a_shorter_caption_then_keeps_the_long_one(
+    workdir, tmp_path, monkeypatch, shorter_on_retry
+):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FakeOpenAI(handler=_long_caption_handler(shorter_on_retry)) as server:
+        output = _captions(workdir, "--config", str(_openai_config(tmp_path, server, "  fusion: llm\n")))
+        prompts = [prompt_text(b) for b in server.chat_bodies if prompt_text(b).startswith("Generate a natural")]
+    assert "captions: 12 done, 0 skipped, 0 failed" in output  # length never fails a triplet
+    first = [p for p in prompts if "Write a shorter caption" not in p]
+    shorter = [p for p in prompts if "Write a shorter caption" in p]
+    assert len(set(first)) == len(first) and len(shorter) == len(first)  # once each (the cache dedupes the rest)
+    rows = read_stage_table(workdir, "captions").to_pylist()
+    for row in rows:
+        notes = " | ".join(json.loads(row["notes"]))
+        for target in ("rgb", "nir", "tir", "fused"):
+            assert f"{target} caption of " in notes and "asked once for a shorter one" in notes
+            long = "walks along the street" in row[f"caption_{target}"]
+            assert long is not shorter_on_retry
+            assert (row[f"tokens_{target}"] > 77) is long
+            assert (f"{target} caption: {row[f'tokens_{target}']} CLIP tokens, truncated to 77" in notes) is long

@@ -17,6 +17,7 @@ from reidprep.captions.validate import (
     ValidCaption,
     check_caption,
     clip_token_count,
+    length_note,
     repair_caption,
     validate_caption,
 )
@@ -466,8 +467,11 @@ def test_clip_token_count_includes_start_and_end():
     assert clip_token_count(exactly) == CLIP_CONTEXT
     person = make("pedestrian")
     assert not any("CLIP tokens" in p for p in validate_caption(exactly, person, "pedestrian", "rgb"))
-    problems = validate_caption(exactly + " cat", person, "pedestrian", "rgb")
-    assert problems == [f"{CLIP_CONTEXT + 1} CLIP tokens, more than {CLIP_CONTEXT}"]
+    assert length_note(exactly) is None
+    longer = exactly + " cat"
+    assert validate_caption(longer, person, "pedestrian", "rgb") == []  # length is never a problem
+    expected = f"{CLIP_CONTEXT + 1} CLIP tokens, truncated to {CLIP_CONTEXT} at tokenisation (end-of-text kept)"
+    assert length_note(longer) == expected
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from reidprep.cli import app
 from reidprep.index import run_index
-from reidprep.shards.build import build_shards
+from reidprep.shards.build import SHOWN_EXCLUSIONS, QueryGalleryExcluded, build_shards
 from reidprep.shards.validate import validate_shards
 from reidprep.synth import generate_dataset
 from reidschemas.config import ShardsConfig
@@ -92,11 +92,20 @@ def test_missing_inputs_are_excluded_with_a_ledger_or_kept_as_null(prepared, tmp
     bare = tmp_path / "bare"
     shutil.copytree(prepared / "index", bare / "index")
     records = pq.read_metadata(bare / "index" / "manifest.parquet").num_rows
-    excluded = build_shards(bare, ShardsConfig(), out_dir=tmp_path / "x")
+    with pytest.raises(
+        QueryGalleryExcluded, match=r"refusing to exclude \d+ test sample\(s\) \(gallery \d+, query \d+\)"
+    ):
+        build_shards(bare, ShardsConfig(), out_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # refused before anything was written
+    excluded = build_shards(bare, ShardsConfig(allow_test_exclusions=True), out_dir=tmp_path / "x")
     assert excluded.rows == 0 and excluded.excluded == records
+    manifest = pq.read_table(bare / "index" / "manifest.parquet").to_pylist()
+    assert excluded.excluded_per_split == {
+        s: sum(r["split"] == s for r in manifest) for s in ("gallery", "query", "train")
+    }
     ledger = pq.read_table(tmp_path / "x" / "errors.parquet").to_pylist()
     assert ledger[0]["error_type"] == "missing_input" and "no masks and no captions" in ledger[0]["reason"]
-    kept = build_shards(bare, ShardsConfig(missing="null"), out_dir=tmp_path / "n")
+    kept = build_shards(bare, ShardsConfig(missing="null"), out_dir=tmp_path / "n")  # nothing excluded: no refusal
     rows = _rows(tmp_path / "n")
     assert kept.rows == records and all(r["mask"] is None and r["caption_rgb"] is None for r in rows)
 
@@ -151,3 +160,72 @@ def test_raw_pixels_read_in_batches_match_the_jpeg_source(prepared, tmp_path):
             np.testing.assert_array_equal(batch["mask"][i], decode_mask(row["mask"], 256, 128))
     with pytest.raises(ValueError, match="raw 256x128 image has 98304 bytes"):
         decode_image(b"short", "raw", 256, 128)
+
+
+def test_a_query_or_gallery_row_is_never_excluded_silently(tmp_path):
+    """Real failures: one train and one test triplet lose an image after the shards were built. Rebuilding refuses
+    (exit 1, naming the query and gallery rows and why) and keeps the previous shards; the override excludes them,
+    and the exclusions per split are in the summary line, dataset.json, the ledger, ``status`` and the report."""
+    from reidprep.manifest import read_manifest
+
+    generate_dataset(tmp_path / "data", kind="person", ids=4, images_per_id=3, seed=9)
+    workdir = tmp_path / "w"
+    run_index(workdir, "rgbnt201", tmp_path / "data")
+    _invoke("masks", "--workdir", str(workdir))
+    _invoke("captions", "--workdir", str(workdir))
+    _invoke("build-shards", "--workdir", str(workdir))
+    before = {p.name: p.read_bytes() for p in (workdir / "shards").iterdir()}
+
+    records = read_manifest(workdir / "index" / "manifest.parquet")
+    train = next(r for r in records if r.split == "train")
+    test = next(r for r in records if r.split == "query")
+    test_rows = sorted(r.sample_id for r in records if r.triplet_key == test.triplet_key)  # query and gallery
+    assert {r.split for r in records if r.triplet_key == test.triplet_key} == {"query", "gallery"}
+    for record in (train, test):
+        Path(record.rgb_path).write_bytes(b"")  # unreadable from now on
+
+    result = runner.invoke(app, ["build-shards", "--workdir", str(workdir), "--force", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.output.split())
+    assert "refusing to exclude 2 test sample(s) (gallery 1, query 1)" in message
+    for sample_id in test_rows:
+        assert sample_id in message
+    assert "cannot read an image" in message and "--allow-test-exclusions" in message
+    assert train.sample_id not in message
+    assert {p.name: p.read_bytes() for p in (workdir / "shards").iterdir()} == before  # nothing lost
+    assert not list((workdir / "shards").glob(".shard-*"))  # no temporary file left
+
+    output = _invoke("build-shards", "--workdir", str(workdir), "--force", "--allow-test-exclusions")
+    assert "3 excluded (gallery 1, query 1, train 1)" in output
+    index = json.loads((workdir / "shards" / "dataset.json").read_text())
+    assert index["excluded_per_split"] == {"gallery": 1, "query": 1, "train": 1} and index["excluded"] == 3
+    ledger = pq.read_table(workdir / "shards" / "errors.parquet").to_pylist()
+    assert sorted(e["sample_id"] for e in ledger) == sorted([train.sample_id, *test_rows])
+    assert {r["sample_id"] for r in _rows(workdir / "shards")}.isdisjoint(e["sample_id"] for e in ledger)
+    assert index["rows"] == len(records) - 3
+
+    def cli(*args: str) -> str:
+        result = runner.invoke(app, [*args, "--workdir", str(workdir)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    status = json.loads(cli("status", "--json"))
+    assert status["stages"]["shards"]["excluded_per_split"] == {"gallery": 1, "query": 1, "train": 1}
+    assert "shards excluded per split: gallery 1, query 1, train 1" in cli("status")
+    cli("report")
+    html = (workdir / "report.html").read_text()
+    assert 'id="shard-exclusions"' in html and '<span data-split="query">query 1</span>' in html
+
+
+def test_a_refusal_names_the_first_rows_and_counts_the_rest(prepared, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(prepared / "index", bare / "index")
+    with pytest.raises(QueryGalleryExcluded) as refused:
+        build_shards(bare, ShardsConfig(), out_dir=tmp_path / "x")
+    test_ids = [
+        r["sample_id"] for r in pq.read_table(bare / "index" / "manifest.parquet").to_pylist() if r["split"] != "train"
+    ]
+    message = str(refused.value)
+    named = [sample_id for sample_id in test_ids if sample_id in message]
+    assert len(named) == SHOWN_EXCLUSIONS < len(test_ids)
+    assert f"and {len(test_ids) - SHOWN_EXCLUSIONS} more" in message and "no masks and no captions output" in message

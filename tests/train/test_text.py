@@ -50,3 +50,28 @@ def test_eot_positions_agree_with_clip_argmax_and_batch_shapes():
     assert tokenize_captions(["a b c d e f"], context_length=5)[0].tolist()[-1] == EOT_TOKEN_ID
     with pytest.raises(ValueError):
         eot_positions(torch.zeros(2, 77, dtype=torch.long))
+
+
+WORDS = ["a", "red", "sedan", "with", "round", "headlights,", "roof-rack", "tinted", "windows", "grey-blue", "kerb"]
+
+
+@pytest.mark.parametrize("length", [10, 73, 74, 75, 76, 92, 113, 300])
+def test_tokens_are_the_captions_first_75_bpe_tokens_then_eot(length: int):
+    """Property against open_clip's BPE encoder (the oracle): for any caption, the row is SOT, its first 75 BPE
+    tokens, EOT, then zero padding. A caption longer than CLIP's context (NEXT's vehicle template: about 92 tokens,
+    MSVR310's released captions up to 113) is truncated, never rejected, and its end-of-text is kept."""
+    import random
+
+    import open_clip
+
+    encode = open_clip.get_tokenizer("ViT-B-16").encode
+    rng = random.Random(length)
+    words: list[str] = []
+    while len(encode(" ".join(words))) < length:
+        words.append(rng.choice(WORDS))
+    text = " ".join(words)
+    bpe = encode(text)
+    row = tokenize_captions([text])[0].tolist()
+    body = bpe[:75]
+    assert row == [SOT_TOKEN_ID, *body, EOT_TOKEN_ID] + [0] * (75 - len(body))
+    assert int(eot_positions(torch.tensor([row]))[0]) == len(body) + 1

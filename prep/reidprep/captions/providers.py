@@ -18,7 +18,8 @@ def _backend(name: str, config: CaptionsConfig, cache_path: Path, openai: OpenAI
     if name == "openai":
         from reidprep.captions.backends.openai_backend import OpenAIBackend
 
-        inner: ChatBackend = OpenAIBackend(openai or config.openai)
+        settings = openai or config.openai
+        inner: ChatBackend = OpenAIBackend(settings, max_connection_failures=settings.max_connection_failures)
     else:
         from reidprep.captions.backends.qwen_backend import QwenBackend
 

@@ -1,8 +1,9 @@
 """Deterministic captions from the NEXT caption templates (Figures 8 and 9), in the style of the paper's examples.
 
 A phrase whose attributes are unknown is left out (the text never says "unknown"). Articles, plurals, pronouns and
-capitals follow the values. The same attributes always give the same string. A caption longer than CLIP's 77 tokens
-is shortened: attribute groups are dropped in a fixed order, least important first (``DROP_ORDER``).
+capitals follow the values. The same attributes always give the same string. With ``max_tokens``, a caption longer than
+that is shortened: attribute groups are dropped in a fixed order, least important first (``DROP_ORDER``); the stage
+does this only with ``captions.shorten_to_clip`` and otherwise keeps the whole caption.
 
 Visibility: a NIR or TIR caption carries no colour unless ``colours=True``. Without colour, the colour attributes
 are left out and colour words are removed from open values ("white shirt" -> "shirt"). Attributes the sensor
@@ -352,8 +353,9 @@ def render(
 
     ``colours``: whether the caption carries colour. None means yes for rgb, composite and fused, and no for nir
     and tir; pass ``captions.colours_in_infrared_captions`` for NIR/TIR. ``max_tokens=None`` skips the CLIP length
-    check, so open_clip is not imported. A caption that still does not fit after every group in ``DROP_ORDER`` is
-    dropped comes back too long. This happens only with absurdly long open values, and the validator rejects it.
+    check, so open_clip is not imported, and renders the whole template (the stage's default: a caption longer than
+    CLIP's context is kept and truncated at tokenisation). A caption that still does not fit after every group in
+    ``DROP_ORDER`` is dropped comes back too long (only with absurdly long open values); it is kept too.
     """
     if isinstance(attributes, Merged):
         attributes = attributes.attributes

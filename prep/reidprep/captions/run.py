@@ -1,5 +1,6 @@
 """``run_captions``: the captions step for a pipeline config: read the complete masks run, run the stage (after
-the Batch API phase when asked), then add the unknown-attribute rates and ground-truth accuracy to the summary."""
+the Batch API phase when asked), then add the long-caption counts, unknown-attribute rates and ground-truth
+accuracy to the summary."""
 
 from __future__ import annotations
 
@@ -33,6 +34,19 @@ def _quality_lines(config: PipelineConfig, report: dict[str, Any]) -> list[str]:
                     f"of the {100 * a['mean_coverage']:.1f}% of attributes it states"
                 )
     return lines
+
+
+def _long_caption_line(config: PipelineConfig, report: dict[str, Any]) -> str:
+    """Fill ``report["long_captions"]`` (per target, captions over CLIP's context); the line that says it."""
+    from reidprep.captions.summary import long_captions
+    from reidprep.captions.validate import CLIP_CONTEXT
+
+    counts = long_captions(config.workdir, CLIP_CONTEXT)
+    report["long_captions"] = {"limit": CLIP_CONTEXT, "per_target": counts}
+    return (
+        f"  captions over {CLIP_CONTEXT} CLIP tokens (kept, truncated at tokenisation with end-of-text kept): "
+        + ", ".join(f"{t} {n}" for t, n in counts.items())
+    )
 
 
 def run_captions(config: PipelineConfig, options: StepOptions) -> StepResult:
@@ -88,6 +102,7 @@ def run_captions(config: PipelineConfig, options: StepOptions) -> StepResult:
     skipped = summary.done == 0 and summary.failed == 0 and summary.complete
     if summary.complete:
         report: dict[str, Any] = {}
+        lines.append(_long_caption_line(config, report))
         if providers.imported is None:
             lines += _quality_lines(config, report)
         summary_path = Workdir(workdir).summary("captions")

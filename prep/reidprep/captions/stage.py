@@ -4,6 +4,9 @@ Per triplet: every configured provider describes every configured view (RGB, NIR
 three side by side); several answers for one view are merged by confidence (``best_of``); each modality is then
 complemented from the other views within what it can see; captions are rendered from the NEXT template or written
 by an LLM, and every caption is validated (an LLM caption that fails is regenerated once, then the triplet fails).
+Length never fails a triplet: a caption longer than CLIP's 77 tokens is kept whole and noted, and tokenisation
+truncates it (end-of-text kept) as the reference code does. An LLM caption that is too long is asked for once more,
+shorter; a template caption is shortened only with ``captions.shorten_to_clip``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from reidprep.captions.attributes import AttributeAnswer, AttributeQuery, View, 
 from reidprep.captions.backends.base import ChatRequest, RequestFailure, UsageCounter
 from reidprep.captions.merge import Merged, Target, best_of, complement, fuse_triplet, unknown_rate, visibility
 from reidprep.captions.providers import Providers
-from reidprep.captions.render import llm_fusion_prompt, render_caption
-from reidprep.captions.validate import repair_caption, validate_caption
+from reidprep.captions.render import llm_fusion_prompt, render
+from reidprep.captions.validate import CLIP_CONTEXT, clip_token_count, length_note, repair_caption, validate_caption
 from reidprep.images import load_modality
 from reidprep.masks.fusion import resize_mask
 from reidprep.stage import Failure, StageTask, WorkUnit
@@ -29,7 +32,7 @@ from reidschemas import MODALITIES, AttributeSet, Modality, ObjectKind, attribut
 from reidschemas.config import CaptionsConfig
 from reidschemas.maskcodec import decode_mask
 
-CAPTIONS_VERSION = 1
+CAPTIONS_VERSION = 2  # 2: long captions are kept (noted), token counts per caption
 TARGETS: tuple[Target, ...] = (*MODALITIES, "fused")
 
 CAPTIONS_SCHEMA = pa.schema(
@@ -39,6 +42,7 @@ CAPTIONS_SCHEMA = pa.schema(
         pa.field("kind", pa.string(), nullable=False),
     ]
     + [pa.field(f"caption_{t}", pa.string(), nullable=False) for t in TARGETS]
+    + [pa.field(f"tokens_{t}", pa.int32(), nullable=False) for t in TARGETS]
     + [
         pa.field("attributes", pa.string()),
         pa.field("view_attributes", pa.string()),
@@ -48,10 +52,11 @@ CAPTIONS_SCHEMA = pa.schema(
     + [pa.field("notes", pa.string(), nullable=False)]
 )
 """One row per triplet: a caption per modality (NEXT) and the fused triplet caption (STMI); ``attributes`` is the
+CLIP tokens of each caption (start and end included; over 77 means truncated at tokenisation); ``attributes`` the
 merged set per target as JSON ``{target: {name: {value, confidence, source}}}`` (null for imported captions);
 ``view_attributes`` the raw answers ``{view: {provider: {name: {value, confidence}}}}``; the unknown-attribute
 rates per modality before and after fusion (attributes a modality cannot see are not counted); ``notes`` a JSON
-list of repairs, failed views and regenerated captions."""
+list of repairs, failed views, regenerated, shortened and long captions."""
 
 
 def _attribute_json(merged: Merged) -> dict[str, Any]:
@@ -63,6 +68,16 @@ def _attribute_json(merged: Merged) -> dict[str, Any]:
 
 def _set_json(attributes: AttributeSet) -> dict[str, Any]:
     return {name: {"value": v.value, "confidence": v.confidence} for name, v in attributes}
+
+
+def _length_notes(captions: dict[str, str], notes: list[str]) -> dict[str, int]:
+    """CLIP tokens per target's caption; a note in ``notes`` for each caption longer than CLIP's context (kept)."""
+    tokens: dict[str, int] = {target: clip_token_count(captions[target]) for target in TARGETS}
+    for target in TARGETS:
+        note = length_note(captions[target], tokens[target])
+        if note is not None:
+            notes.append(f"{target} caption: {note}")
+    return tokens
 
 
 @dataclass
@@ -106,6 +121,7 @@ class CaptionsTask(StageTask):
             "fusion_backend": None if self.providers.fusion is None else self.providers.fusion.identity(),
             "complement_below": c.complement_below,
             "colours_in_infrared_captions": c.colours_in_infrared_captions,
+            "shorten_to_clip": c.shorten_to_clip,
             "masks": self.masks_fingerprint,
             "version": CAPTIONS_VERSION,
         }
@@ -198,37 +214,73 @@ class CaptionsTask(StageTask):
         return self.config.colours_in_infrared_captions if target in ("nir", "tir") else None
 
     def _captions(self, triplets: list[_Triplet], merged: dict[str, dict[str, Merged]]) -> dict[str, dict[str, str]]:
-        """Captions per triplet and target; a triplet whose captions fail validation gets ``failure`` set."""
+        """Captions per triplet and target; a triplet whose captions fail validation gets ``failure`` set.
+
+        Length is not validation: a long caption is kept (``_row`` notes it).
+        """
         out: dict[str, dict[str, str]] = {t.unit.key: {} for t in triplets}
         jobs = [(t, target) for t in triplets for target in TARGETS]
         if self.providers.fusion is None:
+            limit = CLIP_CONTEXT if self.config.shorten_to_clip else None
             for t, target in jobs:
-                out[t.unit.key][target] = render_caption(
-                    merged[t.unit.key][target], t.kind, target, colours=self._colours(target)
+                rendered = render(
+                    merged[t.unit.key][target], t.kind, target, colours=self._colours(target), max_tokens=limit
                 )
-        else:
-            prompts: dict[tuple[str, str], str] = {
-                (t.unit.key, tg): llm_fusion_prompt(merged[t.unit.key][tg], t.kind) for t, tg in jobs
-            }
-            texts = self._ask(prompts)
-            retry: dict[tuple[str, str], str] = {}
-            for t, target in jobs:
-                problems = self._problems(texts[(t.unit.key, target)], merged, t, target)
-                if problems:
-                    retry[(t.unit.key, target)] = (
-                        prompts[(t.unit.key, target)]
-                        + f"\n\nYour previous caption was rejected ({'; '.join(problems)}). Write it again, "
-                        "following the template and using only the attributes above."
+                out[t.unit.key][target] = rendered.text
+                if rendered.dropped:
+                    t.notes.append(
+                        f"{target} caption shortened to {rendered.tokens} CLIP tokens: left out "
+                        + ", ".join(rendered.dropped)
                     )
-                    t.notes.append(f"{target} caption regenerated: {'; '.join(problems)}")
-            texts.update(self._ask(retry))
-            for t, target in jobs:
-                out[t.unit.key][target] = texts[(t.unit.key, target)]
+        else:
+            self._llm_captions(jobs, merged, out)
         for t, target in jobs:
             problems = self._problems(out[t.unit.key][target], merged, t, target)
             if problems and t.failure is None:
                 t.failure = Failure(t.unit.key, f"{target} caption invalid: {'; '.join(problems)}", "InvalidCaption")
         return out
+
+    def _llm_captions(
+        self,
+        jobs: list[tuple[_Triplet, Target]],
+        merged: dict[str, dict[str, Merged]],
+        out: dict[str, dict[str, str]],
+    ) -> None:
+        """Ask the fusion LLM for every caption; an invalid one is asked for again once, and so is one longer than
+        CLIP's context (for a shorter one). A shorter caption that comes back invalid is dropped for the first."""
+        prompts: dict[tuple[str, str], str] = {
+            (t.unit.key, tg): llm_fusion_prompt(merged[t.unit.key][tg], t.kind) for t, tg in jobs
+        }
+        texts = self._ask(prompts)
+        first = dict(texts)
+        retry: dict[tuple[str, str], str] = {}
+        for t, target in jobs:
+            key = (t.unit.key, target)
+            problems = self._problems(texts[key], merged, t, target)
+            if problems:
+                retry[key] = (
+                    prompts[key] + f"\n\nYour previous caption was rejected ({'; '.join(problems)}). Write it again, "
+                    "following the template and using only the attributes above."
+                )
+                t.notes.append(f"{target} caption regenerated: {'; '.join(problems)}")
+                continue
+            tokens = clip_token_count(texts[key])
+            if tokens > CLIP_CONTEXT:
+                retry[key] = (
+                    prompts[key] + f"\n\nYour previous caption was {tokens} CLIP tokens long; the text encoder reads "
+                    f"at most {CLIP_CONTEXT}. Write a shorter caption (about 50 words), following the template and "
+                    "using only the attributes above, most distinctive first."
+                )
+                t.notes.append(f"{target} caption of {tokens} CLIP tokens: asked once for a shorter one")
+        texts.update(self._ask(retry))
+        for t, target in jobs:
+            key = (t.unit.key, target)
+            if key in retry and not self._problems(first[key], merged, t, target):
+                problems = self._problems(texts[key], merged, t, target)
+                if problems:  # the shorter caption is worse than the long one: keep the long one
+                    texts[key] = first[key]
+                    t.notes.append(f"{target} shorter caption rejected ({'; '.join(problems)}): kept the first")
+            out[t.unit.key][target] = texts[key]
 
     def _problems(self, text: str, merged: dict[str, dict[str, Merged]], t: _Triplet, target: Target) -> list[str]:
         attributes = merged[t.unit.key][target].attributes
@@ -252,11 +304,13 @@ class CaptionsTask(StageTask):
         if t.failure is not None:
             return t.failure
         rules = visibility(t.kind)
+        tokens = _length_notes(captions, t.notes)
         row: dict[str, Any] = {
             "triplet_key": t.unit.key,
             "sample_id": t.unit.record.sample_id,
             "kind": t.kind,
             **{f"caption_{target}": captions[target] for target in TARGETS},
+            **{f"tokens_{target}": tokens[target] for target in TARGETS},
             "attributes": json.dumps({target: _attribute_json(merged[target]) for target in TARGETS}),
             "view_attributes": json.dumps(
                 {view: {p: _set_json(s) for p, s in sets.items()} for view, sets in t.answers.items()}
@@ -286,11 +340,13 @@ class CaptionsTask(StageTask):
             for target in MODALITIES
             for problem in validate_caption(captions[target], unknown, kind, target)
         ]
+        tokens = _length_notes(captions, notes)
         return {
             "triplet_key": unit.key,
             "sample_id": unit.record.sample_id,
             "kind": kind,
             **{f"caption_{target}": captions[target] for target in TARGETS},
+            **{f"tokens_{target}": tokens[target] for target in TARGETS},
             "attributes": None,
             "view_attributes": None,
             **{f"unknown_{when}_{m}": None for when in ("before", "after") for m in MODALITIES},

@@ -1,4 +1,5 @@
-"""What the captions stage reports: unknown-attribute rates before and after fusion, accuracy against ground truth."""
+"""What the captions stage reports: unknown-attribute rates before and after fusion, accuracy against ground truth,
+captions longer than CLIP's context."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ def unknown_rates(workdir: Path) -> dict[str, dict[str, float | None]]:
             values = [v for v in table[f"unknown_{when}_{m}"].to_pylist() if v is not None]
             rates[m][when] = float(np.mean(values)) if values else None
     return rates
+
+
+def long_captions(workdir: Path, limit: int) -> dict[str, int]:
+    """Per target (rgb, nir, tir, fused): how many captions are longer than ``limit`` CLIP tokens (kept, and
+    truncated at tokenisation)."""
+    targets = (*MODALITIES, "fused")
+    table = read_stage_table(workdir, "captions", columns=[f"tokens_{t}" for t in targets])
+    return {t: int(sum(n > limit for n in table[f"tokens_{t}"].to_pylist())) for t in targets}
 
 
 def groundtruth_accuracy(workdir: Path) -> dict[str, Any] | None:

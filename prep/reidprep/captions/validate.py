@@ -1,10 +1,13 @@
 """Validation of every caption, whether rendered from the template or written by an LLM.
 
 A caption is rejected when it is empty, says "unknown" (or "unclear", "unknowable", "n/a"), or has template
-brackets or placeholders left in it. It is also rejected when it is longer than CLIP's 77-token context, or when it
-contradicts its attributes. A contradiction is a pronoun that does not match a known gender, a known colour missing
-where the caption carries colour, or a colour word in a NIR or TIR caption that carries none.
+brackets or placeholders left in it, or when it contradicts its attributes. A contradiction is a pronoun that does
+not match a known gender, a known colour missing where the caption carries colour, or a colour word in a NIR or TIR
+caption that carries none.
 ``repair_caption`` removes only what LLMs wrap around a caption (quotes, "Caption:", code fences).
+
+Length is never a problem: a caption longer than CLIP's 77-token context is kept whole, and tokenisation truncates
+it with the end-of-text token kept, as the reference code does (``length_note`` says so in the row's notes).
 """
 
 from __future__ import annotations
@@ -50,6 +53,15 @@ def clip_token_count(text: str) -> int:
     open_clip_torch package, offline).
     """
     return len(_tokenizer().encode(text)) + 2
+
+
+def length_note(text: str, tokens: int | None = None) -> str | None:
+    """The note for a caption longer than CLIP's context (``tokens``: its ``clip_token_count``, when known), or None
+    when it fits. Such a caption is kept; the tokenizer keeps its first 76 tokens and the end-of-text token."""
+    tokens = clip_token_count(text) if tokens is None else tokens
+    if tokens <= CLIP_CONTEXT:
+        return None
+    return f"{tokens} CLIP tokens, truncated to {CLIP_CONTEXT} at tokenisation (end-of-text kept)"
 
 
 def captionable(value: str, gender: str | None = None) -> bool:
@@ -107,9 +119,6 @@ def validate_caption(
     leftovers = sorted({m.group(0) for m in _PLACEHOLDER.finditer(text)})
     if leftovers:
         problems.append(f"template brackets or placeholders left: {' '.join(leftovers)}")
-    tokens = clip_token_count(text)
-    if tokens > CLIP_CONTEXT:
-        problems.append(f"{tokens} CLIP tokens, more than {CLIP_CONTEXT}")
 
     words = set(_words(text))
     gender = attributes.gender.value if hasattr(attributes, "gender") and attributes.gender.confidence > 0 else None

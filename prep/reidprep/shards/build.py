@@ -4,6 +4,10 @@ Records stream through in the manifest's canonical order, a row group at a time 
 encoded by a thread pool; PIL releases the GIL), so memory stays bounded whatever the dataset size. Shards are
 written under temporary names and renamed; ``dataset.json`` is written last, so a reader never sees a half-built
 set. The same inputs and settings give byte-identical shards.
+
+A query or gallery sample is never left out silently: a missing input or an unreadable image there makes
+``build_shards`` refuse (``QueryGalleryExcluded``, naming the rows) unless ``allow_test_exclusions``; the previous set
+stays as it was. Train samples may be excluded; every exclusion is ledgered and counted per split.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from reidprep.marker import Marker, file_digest, fingerprint_of
 from reidprep.masks.fusion import resize_mask
 from reidprep.progress import track
 from reidprep.stage import current_run_dir, read_stage_table
+from reidprep.step import StepFailed
 from reidprep.workdir import Workdir
 from reidschemas import MODALITIES, LedgerEntry, Protocol, SampleRecord
 from reidschemas.config import ShardsConfig
@@ -44,6 +49,27 @@ STAGE = "shards"
 INDEX_NAME = "dataset.json"
 
 
+SHOWN_EXCLUSIONS = 5
+"""Query/gallery rows named in a refusal (then a count of the rest)."""
+
+
+class QueryGalleryExcluded(StepFailed):
+    """Query or gallery samples would be excluded and ``allow_test_exclusions`` is off (exit 1)."""
+
+    def __init__(self, entries: Sequence[LedgerEntry], splits: dict[str, str]) -> None:
+        counts = Counter(splits[e.sample_id or ""] for e in entries)
+        named = "; ".join(f"{splits[e.sample_id or '']} {e.sample_id} ({e.reason})" for e in entries[:SHOWN_EXCLUSIONS])
+        more = f"; and {len(entries) - SHOWN_EXCLUSIONS} more" if len(entries) > SHOWN_EXCLUSIONS else ""
+        super().__init__(
+            f"build-shards: refusing to exclude {len(entries)} test sample(s) "
+            f"({', '.join(f'{split} {n}' for split, n in sorted(counts.items()))}), which would change the benchmark: "
+            f"{named}{more}. Give them their inputs (e.g. `reidprep captions --retry-failed`, see each stage's "
+            "errors.parquet), or pass --allow-test-exclusions (shards.allow_test_exclusions: true) to exclude them; "
+            "any previous shards are unchanged"
+        )
+        self.entries = list(entries)
+
+
 @dataclass
 class BuildSummary:
     out_dir: Path
@@ -51,6 +77,7 @@ class BuildSummary:
     excluded: int
     shards: list[dict[str, Any]] = field(default_factory=list)
     rows_per_split: dict[str, int] = field(default_factory=dict)
+    excluded_per_split: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
     skipped: bool = False
@@ -60,9 +87,11 @@ class BuildSummary:
         if self.skipped:
             return f"build-shards: already built for these inputs in {self.out_dir} (use --force to rebuild)"
         splits = ", ".join(f"{k} {v}" for k, v in self.rows_per_split.items())
+        excluded = ", ".join(f"{k} {v}" for k, v in self.excluded_per_split.items())
         return (
-            f"build-shards: {self.rows} rows ({splits}) in {len(self.shards)} shard(s), {self.excluded} excluded, "
-            f"{self.seconds:.1f}s, peak memory {self.peak_rss_mb:.0f} MB; evaluation protocol: {self.protocol} rule"
+            f"build-shards: {self.rows} rows ({splits}) in {len(self.shards)} shard(s), {self.excluded} excluded"
+            f"{f' ({excluded})' if excluded else ''}, {self.seconds:.1f}s, peak memory {self.peak_rss_mb:.0f} MB; "
+            f"evaluation protocol: {self.protocol} rule"
         )
 
 
@@ -97,14 +126,23 @@ class _Builder:
             return int(rgb.shape[0]), int(rgb.shape[1])
         return self.config.person_size if record.kind == "pedestrian" else self.config.vehicle_size
 
+    def missing(self, record: SampleRecord) -> LedgerEntry | None:
+        """The ledger entry excluding ``record`` for a missing required input (``missing: exclude``), or None."""
+        c = self.config
+        rows = (("masks", self.masks), ("captions", self.captions))
+        missing = [s for s, by_key in rows if s in c.require and record.triplet_key not in by_key]
+        if missing and c.missing == "exclude":
+            return self._excluded(record, f"no {' and no '.join(missing)} output for this triplet", "missing_input")
+        return None
+
     def row(self, record: SampleRecord) -> dict[str, Any] | LedgerEntry:
         """One shard row, or the ledger entry saying why the record is left out."""
         c = self.config
         mask_row = self.masks.get(record.triplet_key)
         caption_row = self.captions.get(record.triplet_key)
-        missing = [s for s, row in (("masks", mask_row), ("captions", caption_row)) if s in c.require and row is None]
-        if missing and c.missing == "exclude":
-            return self._excluded(record, f"no {' and no '.join(missing)} output for this triplet", "missing_input")
+        excluded = self.missing(record)
+        if excluded is not None:
+            return excluded
         try:
             arrays = {m: load_modality(record, m) for m in MODALITIES}
         except (OSError, ValueError) as exc:
@@ -252,9 +290,14 @@ def build_shards(
         and all((out / s["file"]).is_file() for s in done["shards"])
     ):
         return BuildSummary(out, done["rows"], done["excluded"], done["shards"], done["rows_per_split"],
-                            skipped=True, protocol=protocol)  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
+                            done.get("excluded_per_split", {}), skipped=True, protocol=protocol)  # fmt: skip
     builder = _Builder(config, masks, captions)
+    split_of: dict[str, str] = {r.sample_id: r.split for r in records}
+    if not config.allow_test_exclusions:  # refuse before encoding anything when test inputs are already missing
+        early = [e for r in records if r.split != "train" and (e := builder.missing(r)) is not None]
+        if early:
+            raise QueryGalleryExcluded(early, split_of)
+    out.mkdir(parents=True, exist_ok=True)
     writer = _ShardWriter(out, int(config.target_shard_mb * 2**20), column_compression(config))
     excluded: list[LedgerEntry] = []
     blocks = list(_blocks(records, config.row_group_rows))
@@ -269,6 +312,11 @@ def build_shards(
             if rows:
                 writer.write(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA))
     writer.close()
+    test_excluded = [e for e in excluded if split_of[e.sample_id or ""] != "train"]
+    if test_excluded and not config.allow_test_exclusions:  # an unreadable test image: drop the new set
+        for tmp, _, _ in writer.finished:
+            tmp.unlink(missing_ok=True)
+        raise QueryGalleryExcluded(test_excluded, split_of)
     # Swap in the new set: the old index goes first, so a crash here leaves no index and the next run rebuilds.
     marker.clear()
     for old in out.glob("shard-*.parquet"):
@@ -285,6 +333,8 @@ def build_shards(
         split_counts.update(shard["rows_per_split"])
     rows_per_split = dict(sorted(split_counts.items()))
     total = sum(s["rows"] for s in shards)
+    excluded_splits = Counter(split_of[e.sample_id or ""] for e in excluded)
+    excluded_per_split: dict[str, int] = {s: excluded_splits[s] for s in sorted({r.split for r in records})}
     index = {
         "schema_version": SHARD_SCHEMA_VERSION,
         "dataset": dataset,
@@ -293,11 +343,20 @@ def build_shards(
         "config": config.model_dump(mode="json"),
         "rows": total,
         "excluded": len(excluded),
+        "excluded_per_split": excluded_per_split,
         "rows_per_split": rows_per_split,
         "shards": shards,
     }
     marker.write(fingerprint, index)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return BuildSummary(
-        out, total, len(excluded), shards, rows_per_split, time.perf_counter() - start, peak, protocol=protocol
+        out,
+        total,
+        len(excluded),
+        shards,
+        rows_per_split,
+        excluded_per_split,
+        time.perf_counter() - start,
+        peak,
+        protocol=protocol,
     )
