@@ -183,6 +183,13 @@ def fit(
         typer.Option(help="Seed of model init, PK order and augmentation.", show_default=str(_TRAIN_DEFAULTS.seed)),
     ] = None,
     workers: WorkersOption = None,
+    val_ids: Annotated[
+        int | None,
+        typer.Option(
+            help="Hold this many training ids out as a validation split that chooses best.pt (0: none, best on test).",
+            show_default=str(_TRAIN_DEFAULTS.val_ids),
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option(help="Require continuing from OUTPUT/last.pt (done anyway when present).")
     ] = False,
@@ -212,6 +219,7 @@ def fit(
         "device": device,
         "seed": seed,
         "workers": workers,
+        "val_ids": val_ids,
     }
     try:
         overrides = parse_assignments(set_ or [])
