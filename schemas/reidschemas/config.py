@@ -234,6 +234,9 @@ class TrainConfig(_Section):
     epochs: int | None = Field(None, ge=1, description="stop after this epoch (default: the recipe's epochs)")
     device: str = Field("cpu", description="cpu or cuda")
     seed: int = Field(0, ge=0, description="seed of model init, PK order and augmentation")
+    val_ids: int = Field(
+        0, ge=0, description="training ids held out as a validation split that chooses best.pt (0: none, best on test)"
+    )
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
     # fit's refusals (reidtrain.preflight), each with its override
     allow_orientation_mismatch: bool = Field(

@@ -59,7 +59,11 @@ def test_fit_writes_metrics_checkpoints_and_config(two_epochs: tuple[Path, str],
     best = max(lines, key=lambda line: line["mAP"])
     assert torch.load(run / "best.pt", weights_only=True)["epoch"] == best["epoch"]
     final = output.strip().splitlines()[-1]
-    assert final.startswith("last epoch 2: test mAP") and "best epoch" in final
+    assert final.startswith("last epoch 2: test mAP") and f"best on test: epoch {best['epoch']}, test mAP" in final
+    assert "no validation split" in output and all(
+        line["best_on"] == "test" and "val_mAP" not in line for line in lines
+    )
+    assert torch.load(run / "best.pt", weights_only=True)["selected_on"] == "test"
 
 
 def test_resume_equals_an_uninterrupted_run(two_epochs: tuple[Path, str], shards: Path, tmp_path: Path) -> None:
@@ -102,7 +106,7 @@ def test_eval_with_and_without_missing_modalities(two_epochs: tuple[Path, str]) 
     result = runner.invoke(app, ["eval", "--run", str(run), "--checkpoint", "best", "--missing", "rgb"])
     assert result.exit_code == 0, result.output
     assert "missing rgb" in result.output
-    assert json.loads((run / "eval-missing-rgb.json").read_text())["results"][0]["checkpoint"] == "best"
+    assert json.loads((run / "eval-missing-rgb.json").read_text())["results"][0]["checkpoint"] == "best on test"
     result = runner.invoke(app, ["eval", "--run", str(run), "--missing", "rgb,nir"])
     assert result.exit_code == 0, result.output
     partial = json.loads((run / "eval-missing-rgb-nir.json").read_text())["results"][0]
@@ -121,11 +125,11 @@ def test_eval_reports_last_and_best_with_their_epochs(two_epochs: tuple[Path, st
     assert result.exit_code == 0, result.output
     records = json.loads((run / "eval.json").read_text())["results"]
     if best_epoch == 2:
-        assert [(r["checkpoint"], r["epoch"]) for r in records] == [("last (= best)", 2)]
+        assert [(r["checkpoint"], r["epoch"]) for r in records] == [("last (= best on test)", 2)]
     else:
-        assert [(r["checkpoint"], r["epoch"]) for r in records] == [("last", 2), ("best", best_epoch)]
+        assert [(r["checkpoint"], r["epoch"]) for r in records] == [("last", 2), ("best on test", best_epoch)]
         assert records[1]["mAP"] == pytest.approx(metrics[best_epoch - 1]["mAP"])
-    assert "epoch" in result.output and "mAP" in result.output
+    assert "epoch" in result.output and "mAP" in result.output and "best on test" in result.output
 
 
 def test_rank_list_png_shows_top_k_with_correct_ones_marked(two_epochs: tuple[Path, str], shards: Path) -> None:
@@ -159,3 +163,111 @@ def test_missing_shards_folder_is_a_clear_error(tmp_path: Path) -> None:
     assert "shards folder" in result.output and "does not exist" in result.output
     result = runner.invoke(app, ["eval", "--run", str(tmp_path / "run")])
     assert result.exit_code == 2 and "not a run folder" in result.output
+
+
+@pytest.fixture(scope="module")
+def with_val(shards: Path, tmp_path_factory) -> tuple[Path, str]:
+    run = tmp_path_factory.mktemp("runs") / "val"
+    return run, _fit(shards, run, "--epochs", "2", "--val-ids", "2")
+
+
+def test_val_ids_hold_ids_out_and_choose_best(with_val: tuple[Path, str], shards: Path) -> None:
+    from rank_reference import reference_evaluate_rank
+
+    from reidtrain.batch import model_inputs, shard_columns
+    from reidtrain.data.augment import EvalTransform
+    from reidtrain.data.items import ShardItems
+    from reidtrain.data.shards import ShardDataset
+    from reidtrain.evaluate import extract_features, load_run_model
+
+    run, output = with_val
+    config = json.loads((run / "config.json").read_text())
+    train_ids = sorted(set(ShardDataset(shards, "train", columns=()).pids.tolist()))
+    held = config["val_pids"]
+    assert config["val_ids"] == 2 and len(held) == 2 and set(held) <= set(train_ids)
+    assert config["num_classes"] == len(train_ids) - 2  # the classifier's classes: the remaining ids
+    assert f"ids {held} held out of train" in output
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(line["best_on"] == "val" and 0.0 <= line["val_mAP"] <= 1.0 for line in lines)
+    best = max(lines, key=lambda line: line["val_mAP"])  # the first of equal maxima, as fit keeps it
+    state = torch.load(run / "best.pt", weights_only=True)
+    assert (state["epoch"], state["selected_on"]) == (best["epoch"], "val")
+    assert state["val_mAP"] == pytest.approx(best["val_mAP"]) and state["mAP"] == pytest.approx(best["mAP"])
+    final = output.strip().splitlines()[-1]
+    assert f"best on val: epoch {best['epoch']} (val mAP {100 * best['val_mAP']:.2f}" in final
+    assert f"test mAP {100 * best['mAP']:.2f}" in final
+
+    # Oracle: the last epoch's val mAP, recomputed from the rule (README) with the plain reference evaluator.
+    model, _, _ = load_run_model(run, "last")
+    inputs = model_inputs(model)
+    rows = ShardDataset(shards, "train", columns=shard_columns(inputs))
+    labels = rows.label_map()
+    feats = extract_features(model, ShardItems(rows, EvalTransform(size=(64, 32)), labels, inputs), torch.device("cpu"))
+    pids, cams = feats["pids"], feats["camids"]
+    gallery = np.flatnonzero(np.isin(pids, held))
+    firsts: dict[tuple[int, int], int] = {}
+    for i in gallery.tolist():
+        firsts.setdefault((int(pids[i]), int(cams[i])), i)
+    query = np.asarray(sorted(firsts.values()))
+    f = feats["feats"].astype(np.float64)
+    distmat = np.clip(2.0 - 2.0 * f[query] @ f[gallery].T, 0.0, None)
+    _, ref_map, _, valid, skipped = reference_evaluate_rank(
+        distmat, pids[query], pids[gallery], cams[query], cams[gallery]
+    )
+    assert skipped == 0 and valid == len(query)
+    assert lines[-1]["val_mAP"] == pytest.approx(ref_map, abs=1e-6)
+
+
+def test_resume_with_val_ids_equals_an_uninterrupted_run(
+    with_val: tuple[Path, str], shards: Path, tmp_path: Path
+) -> None:
+    straight, _ = with_val
+    run = tmp_path / "pieces"
+    _fit(shards, run, "--epochs", "1", "--val-ids", "2")
+    _fit(shards, run, "--epochs", "2", "--val-ids", "2", "--resume")
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(run / "last.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert (a["best_epoch"], a["best_map"], a["best_test_map"]) == (b["best_epoch"], b["best_map"], b["best_test_map"])
+    first = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    second = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for key in ("loss", "mAP", "val_mAP"):
+        assert [line[key] for line in first] == [line[key] for line in second], key
+    assert torch.load(straight / "best.pt", weights_only=True)["epoch"] == torch.load(run / "best.pt")["epoch"]
+    result = runner.invoke(
+        app,
+        [
+            "fit",
+            "--shards",
+            str(shards),
+            "--output",
+            str(run),
+            "--backbone",
+            "tiny",
+            "--random-init",
+            "--recipe",
+            "baseline-tiny-demo",
+            "--seed",
+            "3",
+            "--epochs",
+            "2",
+        ],
+    )
+    assert result.exit_code == 2 and "different configuration" in result.output and "val_ids" in result.output
+
+
+def test_eval_labels_best_on_val(with_val: tuple[Path, str]) -> None:
+    run, _ = with_val
+    result = runner.invoke(app, ["eval", "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    labels = [r["checkpoint"] for r in json.loads((run / "eval.json").read_text())["results"]]
+    assert labels in (["last (= best on val)"], ["last", "best on val"])
+    assert "best on val" in result.output
+
+
+def test_too_many_val_ids_is_a_clear_error(shards: Path, tmp_path: Path) -> None:
+    args = ["fit", "--shards", str(shards), "--output", str(tmp_path / "run"), "--backbone", "tiny", "--random-init"]
+    result = runner.invoke(app, [*args, "--recipe", "baseline-tiny-demo", "--val-ids", "5"])
+    assert result.exit_code == 2 and "--val-ids 5" in result.output and "hold out fewer" in result.output
+    assert not (tmp_path / "run").exists()

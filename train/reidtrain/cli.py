@@ -220,6 +220,13 @@ def fit(
         typer.Option(help="Seed of model init, PK order and augmentation.", show_default=str(_TRAIN_DEFAULTS.seed)),
     ] = None,
     workers: WorkersOption = None,
+    val_ids: Annotated[
+        int | None,
+        typer.Option(
+            help="Hold this many training ids out as a validation split that chooses best.pt (0: none, best on test).",
+            show_default=str(_TRAIN_DEFAULTS.val_ids),
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option(help="Require continuing from OUTPUT/last.pt (done anyway when present).")
     ] = False,
@@ -277,6 +284,7 @@ def fit(
         "allow_orientation_mismatch": allow_orientation_mismatch,
         "allow_missing_inputs": allow_missing_inputs,
         "allow_stale_shards": allow_stale_shards,
+        "val_ids": val_ids,
     }
     try:
         overrides = parse_assignments(set_ or [])

@@ -156,16 +156,24 @@ def rank_gallery(
     num_workers: int = 0,
     labels: LabelMap | None = None,
     index: ShardIndex | None = None,
+    *,
+    query: ShardDataset | None = None,
+    gallery: ShardDataset | None = None,
 ) -> Ranking:
     """Features of every query and gallery row of ``shards_dir`` (model left in eval mode) and their distances.
 
     ``index``: the shard set's already loaded index (the trainer passes its own, so an epoch reads no metadata).
     Raises ValueError when its ``dataset.json`` records no protocol (before any feature is computed).
+    ``query`` / ``gallery``: other rows of the same shard set to rank instead of its query and gallery splits (the
+    trainer's validation split, ``reidtrain.data.valsplit``); they must carry the model's input columns.
     """
     inputs = model_inputs(model)
     columns = shard_columns(inputs)
-    query = ShardDataset(shards_dir, "query", columns=columns, index=index)
-    gallery = ShardDataset(shards_dir, "gallery", columns=columns, index=query.index)
+    if (query is None) != (gallery is None):
+        raise ValueError("rank_gallery: pass both query and gallery rows, or neither")
+    if query is None or gallery is None:
+        query = ShardDataset(shards_dir, "query", columns=columns, index=index)
+        gallery = ShardDataset(shards_dir, "gallery", columns=columns, index=query.index)
     protocol, dataset = evaluation_protocol(query.index)
     labels = labels if labels is not None else query.label_map()
     transform = EvalTransform(size=image_size)

@@ -1,8 +1,9 @@
 """``reidtrain eval``: evaluate a run folder's checkpoints (last and best by default) and optionally draw rank lists.
 
 Results go to ``RUN/eval.json`` (all modalities) or ``RUN/eval-missing-<names>.json`` (``--missing``), one record per
-checkpoint with its epoch, so a report always says which epoch a figure comes from. ``rank_list`` > 0 writes
-``RUN/rank_list[-missing-<names>].png`` for the first checkpoint evaluated.
+checkpoint with its epoch, so a report always says which epoch a figure comes from, and how "best" was chosen: "best on
+val" (``fit --val-ids``) or "best on test" (the best test mAP: not a fair estimate of unseen data). ``rank_list`` > 0
+writes ``RUN/rank_list[-missing-<names>].png`` for the first checkpoint evaluated.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from reidschemas.config import TrainConfig
 from reidtrain.evaluate import load_run_model, rank_gallery, score
 
-__all__ = ["RunEval", "evaluate_run", "parse_missing", "run_folder"]
+__all__ = ["RunEval", "best_label", "evaluate_run", "parse_missing", "run_folder"]
 
 MODALITIES = ("rgb", "nir", "tir")
 
@@ -43,6 +44,21 @@ class RunEval:
     records: list[dict[str, Any]]  # one per checkpoint: checkpoint, epoch, missing, mAP, R1, R5, R10, mINP, ...
     path: Path  # the JSON file
     rank_list: dict[str, Any] | None  # what the PNG shows (path, queries, their top-k and correctness)
+
+
+def best_label(path: Path) -> str:
+    """ "best on val" or "best on test": how ``best.pt`` at ``path`` was chosen (before ``selected_on``: on test)."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return f"best on {state.get('selected_on', 'test')}"
+
+
+def _label(run: Path, name: str, checkpoint: str, names: list[str]) -> str:
+    """The checkpoint's name in eval.json and the table: "last", "best on val|test", "last (= best on ...)"."""
+    if name == "best":
+        return best_label(run / "best.pt")
+    if name == "last" and checkpoint == "both" and len(names) == 1 and (run / "best.pt").is_file():
+        return f"last (= {best_label(run / 'best.pt')})"
+    return name
 
 
 def _checkpoints(run: Path, checkpoint: str) -> list[str]:
@@ -85,7 +101,7 @@ def evaluate_run(
         ranking = rank_gallery(
             model.to(dev), shards_dir, tuple(config["recipe"]["image_size"]), dev, missing, num_workers
         )
-        label = name if checkpoint != "both" or len(names) > 1 else "last (= best)"
+        label = _label(run, name, checkpoint, names)
         records.append(
             {"checkpoint": label, "epoch": state.get("epoch"), "missing": list(missing), **score(ranking).to_dict()}
         )

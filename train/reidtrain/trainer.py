@@ -6,9 +6,11 @@ A run folder holds::
                     setting, model_options) after overrides, image size, classes and cameras, parameter counts and
                     ``provenance`` (``reidtrain.provenance``: package version, git commit, the shards' dataset.json
                     fingerprint, the weights file's SHA-256); a rerun must match it to resume
-    metrics.jsonl   one JSON line per finished epoch (loss terms, lr, mAP, R1, R5, R10, mINP, seconds)
+    metrics.jsonl   one JSON line per finished epoch (loss terms, lr, test mAP, R1, R5, R10, mINP, seconds; with a
+                    validation split also val_mAP, val_R1, ... and ``best_on``)
     last.pt         everything needed to continue exactly: model, optimizer, scheduler (and fp16 scaler), epoch
-    best.pt         the model of the epoch with the best test mAP so far
+    best.pt         the model of the epoch with the best validation mAP so far (``val_ids`` > 0), else with the best
+                    test mAP; ``selected_on`` says which ("val" / "test")
                     (both checkpoints also hold config.json's content under ``config``: each loads on its own,
                     ``reidtrain.evaluate.load_checkpoint``)
     tensorboard/    the same per-epoch figures as event files, when TensorBoard is installed
@@ -28,6 +30,10 @@ trained in several pieces without changing its learning rates.
 Before the first step ``fit`` checks the shards against the run and prints what it trains
 (``reidtrain.preflight``): it refuses a contradicting image orientation, declared inputs missing on more than 1% of
 train rows and stale shards, each unless its ``allow_*`` override is set.
+
+Model selection: ``val_ids`` > 0 holds that many training ids out of training (``reidtrain.data.valsplit``: which ids,
+and how their rows become a query and a gallery) and ranks them after every epoch with the test set's ranking code;
+their mAP chooses ``best.pt``. Without it "best" is the best on test, and every place that shows it says so.
 
 Configuration: ``fit`` takes ``reidschemas.config.TrainConfig`` (pipeline.yaml's train section with the command line
 applied: run settings, the recipe's name or path, ``set`` overrides, ``model`` / ``backbone`` overrides) and resolves
@@ -58,9 +64,10 @@ from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import TrainTransform
 from reidtrain.data.items import ShardItems
 from reidtrain.data.sampler import PKSampler
-from reidtrain.data.shards import LabelMap, ShardDataset
+from reidtrain.data.shards import LabelMap, ShardDataset, ShardIndex
+from reidtrain.data.valsplit import ValSplit, choose_val_ids, split_val, train_labels
 from reidtrain.distributed import DistEnv, broadcast_object, dist_env, process_group
-from reidtrain.evaluate import chance_map, describe, rank_gallery, score
+from reidtrain.evaluate import EvalResult, Ranking, chance_map, describe, rank_gallery, score
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
 from reidtrain.optim import WarmupCosine, make_optimizer, param_groups
@@ -73,6 +80,7 @@ __all__ = ["FitSummary", "RunMismatchError", "config_record", "fit", "resolve_ru
 log = logging.getLogger(__name__)
 
 LAST, BEST, CONFIG, METRICS = "last.pt", "best.pt", "config.json", "metrics.jsonl"
+_FIGURES = ("mAP", "R1", "R5", "R10", "mINP")
 # Options that may change between the pieces of one run without changing its result.
 _NOT_COMPARED = ("output", "epochs", "device", "num_workers", "provenance", "allowed")
 # Keys that config.json of earlier versions lacks: compared only when the saved config has them.
@@ -85,21 +93,29 @@ class RunMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class FitSummary:
-    """Where a run ended: the last epoch's and the best epoch's test mAP."""
+    """Where a run ended: the last epoch's test mAP; the best epoch (chosen on ``selected_on``) and its test mAP."""
 
     last_epoch: int
-    last_map: float
+    last_map: float  # test mAP of the last epoch
     best_epoch: int
-    best_map: float
+    best_map: float  # test mAP of the best epoch
     resumed_from: int  # completed epochs found in last.pt (0: fresh start)
     chance_map: float | None = None  # expected test mAP of a random ranking (None: not computed)
+    selected_on: str = "test"  # "val" (the held-out ids chose best.pt) or "test"
+    best_val_map: float | None = None  # validation mAP of the best epoch (selected_on "val")
+    val_chance_map: float | None = None  # expected validation mAP of a random ranking
 
     def __str__(self) -> str:
         chance = "" if self.chance_map is None else f" (random ranking: mAP {100 * self.chance_map:.2f})"
-        return (
-            f"last epoch {self.last_epoch}: test mAP {100 * self.last_map:.2f} | "
-            f"best epoch {self.best_epoch}: test mAP {100 * self.best_map:.2f}{chance}"
-        )
+        if self.selected_on == "val" and self.best_val_map is not None:
+            val_chance = "" if self.val_chance_map is None else f", random {100 * self.val_chance_map:.2f}"
+            best = (
+                f"best on val: epoch {self.best_epoch} (val mAP {100 * self.best_val_map:.2f}{val_chance}), "
+                f"test mAP {100 * self.best_map:.2f}"
+            )
+        else:
+            best = f"best on test: epoch {self.best_epoch}, test mAP {100 * self.best_map:.2f}"
+        return f"last epoch {self.last_epoch}: test mAP {100 * self.last_map:.2f} | {best}{chance}"
 
 
 def resolve_run(train: TrainConfig, workdir: Path | None = None) -> tuple[TrainConfig, TrainRecipe]:
@@ -164,6 +180,7 @@ def config_record(
         "weights": None if train.weights is None else str(train.weights),
         "random_init": train.random_init,
         "seed": train.seed,
+        "val_ids": train.val_ids,
         "epochs": train.epochs,
         "device": train.device,
         "num_workers": train.workers,
@@ -184,7 +201,7 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
     recipe = dict(config.get("recipe") or {})
     recipe.setdefault("model", config.get("model"))
     recipe.setdefault("backbone", config.get("backbone"))
-    return {**config, "recipe": recipe}
+    return {"val_ids": 0, "val_pids": [], **config, "recipe": recipe}  # earlier versions had no validation split
 
 
 def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -365,6 +382,10 @@ def _fit(
     index_only = ShardDataset(shards, "train", columns=())
     protocol = describe(index_only.index)  # refuses shards that record no protocol, before any training
     labels = index_only.label_map()
+    val_pids: tuple[int, ...] = ()
+    if options.val_ids:
+        val_pids = choose_val_ids(index_only, options.val_ids, options.seed, recipe.ids_per_batch)
+        labels = train_labels(labels, val_pids)  # the classifier's classes: the remaining train ids
     seed_everything(options.seed)  # the same initial weights on every rank
     model = create_model(
         recipe.model,
@@ -384,6 +405,7 @@ def _fit(
     params = (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
     config = config_record(options, recipe, labels, index_only.index.info)
     config["parameters"] = {"trainable": params[0], "total": params[1]}
+    config["val_pids"] = list(val_pids)
     config["world_size"] = env.world_size
     run = options.output
     last_path = run / LAST
@@ -412,7 +434,16 @@ def _fit(
         run.mkdir(parents=True, exist_ok=True)
         (run / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         echo(f"evaluation protocol: {protocol}")
-    train_set = ShardDataset(shards, "train", columns=shard_columns(inputs), index=index_only.index)
+    train_rows = ShardDataset(shards, "train", columns=shard_columns(inputs), index=index_only.index)
+    val = split_val(train_rows, val_pids) if val_pids else None
+    train_set = val.train if val is not None else train_rows
+    if val is not None:
+        echo(
+            f"validation split (val_ids {len(val.pids)}, seed {options.seed}): ids {list(val.pids)} held out of "
+            f"train; {len(val.query)} queries, {len(val.gallery)} gallery rows; it chooses best.pt"
+        )
+    else:
+        echo("no validation split (val_ids 0): best.pt is the best epoch on test")
     objective = ReIDObjective(
         labels.num_classes,
         {term: w for term, w in recipe.loss_weights.items()},
@@ -456,7 +487,9 @@ def _fit(
         pin_memory=device.type == "cuda",
     )
 
-    best_map, best_epoch, last_map = -1.0, 0, float("nan")
+    selected_on = "val" if val is not None else "test"
+    best_map, best_epoch, last_map = -1.0, 0, float("nan")  # best_map: the selecting mAP (val, else test)
+    best_test_map, best_val_map = float("nan"), None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -464,6 +497,8 @@ def _fit(
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         best_map, best_epoch, last_map = float(state["best_map"]), int(state["best_epoch"]), float(state["last_map"])
+        best_test_map = float(state.get("best_test_map", best_map))  # last.pt of earlier versions: chosen on test
+        best_val_map = best_map if val is not None else None
     if env.is_main:
         _truncate_metrics(run / METRICS, start_epoch)
     # DDP: each rank trains on its own whole PK batches (effective batch = world_size x P x K); gradients are
@@ -478,7 +513,8 @@ def _fit(
         else model
     )
     writer = _tensorboard(run, env.is_main)
-    ranking = None
+    ranking: Ranking | None = None
+    val_ranking: Ranking | None = None
 
     for epoch in range(start_epoch + 1, config["epochs"] + 1):  # 1-based
         start = time.perf_counter()
@@ -499,19 +535,16 @@ def _fit(
         )
         scheduler.step()
         train_seconds = time.perf_counter() - start
-        result = None
+        result: EvalResult | None = None
+        val_result: EvalResult | None = None
         if env.is_main:
-            ranking = rank_gallery(
-                model,
-                shards,
-                recipe.image_size,
-                device,
-                num_workers=options.workers,
-                labels=labels,
-                index=index_only.index,
+            ranking, val_ranking = _rank(
+                model, shards, recipe.image_size, device, options.workers, labels, index_only.index, val
             )
             result = score(ranking)
-        result = broadcast_object(result, env)
+            val_result = score(val_ranking) if val_ranking is not None else None
+        result, val_result = broadcast_object((result, val_result), env)
+        assert result is not None
         last_map = result.mAP
         record = {
             "epoch": epoch,
@@ -520,15 +553,27 @@ def _fit(
             "lrs": lrs,
             **{k: getattr(result, k) for k in ("mAP", "R1", "R5", "R10", "mINP")},
             "rule": result.rule,
+            **({f"val_{k}": getattr(val_result, k) for k in _FIGURES} if val_result is not None else {}),
+            **({"val_rule": val_result.rule} if val_result is not None else {}),
+            "best_on": selected_on,
             "train_samples_per_s": round(losses["samples"] * env.world_size / max(train_seconds, 1e-9), 2),
             "seconds": round(time.perf_counter() - start, 3),
         }
-        if result.mAP > best_map:
-            best_map, best_epoch = result.mAP, epoch
+        selecting = val_result.mAP if val_result is not None else result.mAP
+        if selecting > best_map:
+            best_map, best_epoch, best_test_map = selecting, epoch, result.mAP
+            best_val_map = val_result.mAP if val_result is not None else None
             if env.is_main:
-                _atomic_save(
-                    {"model": model.state_dict(), "epoch": epoch, "mAP": result.mAP, "config": config}, run / BEST
-                )
+                best = {
+                    "model": model.state_dict(),
+                    "epoch": epoch,
+                    "mAP": result.mAP,
+                    "selected_on": selected_on,
+                    "config": config,
+                }
+                if val_result is not None:
+                    best["val_mAP"] = val_result.mAP
+                _atomic_save(best, run / BEST)
         if env.is_main:
             with (run / METRICS).open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -543,6 +588,8 @@ def _fit(
                     "epoch": epoch,
                     "best_map": best_map,
                     "best_epoch": best_epoch,
+                    "best_test_map": best_test_map,
+                    "selected_on": selected_on,
                     "last_map": last_map,
                     "config": config,
                 },
@@ -551,13 +598,48 @@ def _fit(
             if writer is not None:
                 for key in ("loss", *(k for k in record if k.startswith("loss_")), "lr", "train_samples_per_s"):
                     writer.add_scalar(f"train/{key}", record[key], epoch)
-                for key in ("mAP", "R1", "R5", "R10", "mINP"):
+                for key in _FIGURES:
                     writer.add_scalar(f"test/{key}", record[key], epoch)
+                    if val_result is not None:
+                        writer.add_scalar(f"val/{key}", record[f"val_{key}"], epoch)
                 writer.flush()
-        echo(f"epoch {epoch}: loss {losses['loss']:.4f}  {result}  lr {record['lr']:.2e}  {record['seconds']:.1f}s")
+        shown = f"test {result}" if val_result is None else f"val {val_result} | test {result}"
+        echo(f"epoch {epoch}: loss {losses['loss']:.4f}  {shown}  lr {record['lr']:.2e}  {record['seconds']:.1f}s")
     if writer is not None:
         writer.close()
     if math.isnan(last_map):
         raise RuntimeError("no epoch was trained")
-    chance = chance_map(ranking) if env.is_main and ranking is not None and start_epoch < config["epochs"] else None
-    return FitSummary(config["epochs"], last_map, best_epoch, best_map, start_epoch, chance)
+    trained_now = env.is_main and start_epoch < config["epochs"]
+    chance = chance_map(ranking) if trained_now and ranking is not None else None
+    val_chance = chance_map(val_ranking) if trained_now and val_ranking is not None else None
+    return FitSummary(
+        config["epochs"],
+        last_map,
+        best_epoch,
+        best_test_map,
+        start_epoch,
+        chance,
+        selected_on,
+        best_val_map,
+        val_chance,
+    )
+
+
+def _rank(
+    model: nn.Module,
+    shards: Path,
+    image_size: tuple[int, int],
+    device: torch.device,
+    workers: int,
+    labels: LabelMap,
+    index: ShardIndex,
+    val: ValSplit | None,
+) -> tuple[Ranking, Ranking | None]:
+    """(the test ranking, the validation ranking or None): the same ranking code on the two sets of rows."""
+    test = rank_gallery(model, shards, image_size, device, num_workers=workers, labels=labels, index=index)
+    if val is None:
+        return test, None
+    held_out = rank_gallery(
+        model, shards, image_size, device, num_workers=workers, labels=labels, query=val.query, gallery=val.gallery
+    )
+    return test, held_out

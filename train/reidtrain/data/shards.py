@@ -8,6 +8,7 @@ dataset can be handed to DataLoader workers (no open handle is pickled).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections import Counter, OrderedDict
@@ -183,6 +184,19 @@ class ShardDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self._group)
+
+    def subset(self, positions: Iterable[int] | np.ndarray) -> ShardDataset:
+        """The items at ``positions`` (in that order) as a dataset of their own, sharing the index and columns.
+
+        Used to hold rows out (a validation split taken from train); the splits named stay those of this dataset.
+        """
+        pos = np.asarray(list(positions) if not isinstance(positions, np.ndarray) else positions, dtype=np.int64)
+        if pos.ndim != 1 or (len(pos) and (int(pos.min()) < 0 or int(pos.max()) >= len(self))):
+            raise IndexError(f"subset positions must be 1-d and in [0, {len(self)})")
+        view = copy.copy(self)  # through __getstate__ / __setstate__: fresh files and caches
+        view._group, view._row = self._group[pos], self._row[pos]  # (M,) each
+        view.reads = 0
+        return view
 
     def _file(self, name: str) -> pq.ParquetFile:
         if self._owner != os.getpid():
