@@ -17,10 +17,11 @@ from reidprep.atomic import write_json
 from reidprep.layouts import Candidate, Layout, ScanResult, get_layout
 from reidprep.ledger import count_by_type, write_ledger
 from reidprep.manifest import write_manifest
-from reidprep.marker import Marker, file_digest, fingerprint_of
+from reidprep.marker import Marker, fingerprint_of
 from reidprep.progress import track
 from reidprep.workdir import Workdir
 from reidschemas import PROTOCOL_RULES, LedgerEntry, Protocol, SampleRecord
+from reidschemas.digest import file_sha256
 
 STAGE = "index"
 
@@ -244,4 +245,4 @@ def run_index(
 def manifest_fingerprint(workdir: Path) -> str | None:
     """16 hex digits of the manifest's SHA-256: the index output the later steps record; None without one."""
     manifest = Workdir(workdir).manifest
-    return file_digest(manifest)[:16] if manifest.is_file() else None
+    return file_sha256(manifest)[:16] if manifest.is_file() else None

@@ -13,9 +13,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from reidschemas import PipelineConfig
+
+if TYPE_CHECKING:
+    from reidprep.stage import StageOptions
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,20 @@ class StepOptions:
     """...and run this one (0-based)."""
     retry_failed: bool = False
     fail_fast: bool = False
+
+    def stage_options(self, chunk_size: int) -> StageOptions:
+        """These options for the chunked per-triplet runner, with ``chunk_size`` triplets per part."""
+        from reidprep.stage import StageOptions
+
+        return StageOptions(
+            chunk_size=chunk_size,
+            num_shards=self.num_shards,
+            shard_index=self.shard_index,
+            force=self.force,
+            retry_failed=self.retry_failed,
+            fail_fast=self.fail_fast,
+            progress=self.progress,
+        )
 
 
 @dataclass

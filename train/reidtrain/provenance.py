@@ -6,7 +6,6 @@ outside a checkout, the commit is None.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,17 +13,9 @@ from typing import Any
 import torch
 
 import reidtrain
+from reidschemas.digest import file_sha256
 
-__all__ = ["file_sha256", "git_state", "provenance"]
-
-
-def file_sha256(path: Path) -> str:
-    """Full SHA-256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["git_state", "provenance"]
 
 
 def _git(folder: Path, *args: str) -> str | None:

@@ -53,18 +53,10 @@ def run_captions(config: PipelineConfig, options: StepOptions) -> StepResult:
     """Describe every triplet (``captions`` section), using the current masks run when it is complete."""
     from reidprep.captions.providers import Providers
     from reidprep.captions.stage import CaptionsTask
-    from reidprep.stage import StageAbort, StageFailure, StageOptions, complete_run, read_stage_table, run_stage
+    from reidprep.stage import StageAbort, StageFailure, complete_run, read_stage_table, run_stage
 
     c, workdir = config.captions, config.workdir
-    stage_options = StageOptions(
-        chunk_size=c.chunk_size,
-        num_shards=options.num_shards,
-        shard_index=options.shard_index,
-        force=options.force,
-        retry_failed=options.retry_failed,
-        fail_fast=options.fail_fast,
-        progress=options.progress,
-    )
+    stage_options = options.stage_options(c.chunk_size)
     masks, masks_fp = None, complete_run(workdir, "masks")
     if masks_fp is not None:
         table = read_stage_table(workdir, "masks", columns=["triplet_key", "height", "width", "mask"])

@@ -17,18 +17,10 @@ def run_masks(config: PipelineConfig, options: StepOptions, preview: int = 0) ->
     from reidprep.masks.providers import make_provider, provider_name, resolve_source
     from reidprep.masks.quality import groundtruth_iou
     from reidprep.masks.stage import MasksTask
-    from reidprep.stage import StageFailure, StageOptions, run_stage
+    from reidprep.stage import StageFailure, run_stage
 
     m = config.masks
-    stage_options = StageOptions(
-        chunk_size=m.chunk_size,
-        num_shards=options.num_shards,
-        shard_index=options.shard_index,
-        force=options.force,
-        retry_failed=options.retry_failed,
-        fail_fast=options.fail_fast,
-        progress=options.progress,
-    )
+    stage_options = options.stage_options(m.chunk_size)
     task = MasksTask(make_provider(m), resolve_source(m), m.fusion, m.keep_modality_masks)
     try:
         summary = run_stage(task, config.workdir, stage_options)

@@ -23,7 +23,6 @@ On CUDA, encoder and decoder run in one bf16 autocast context; on CPU in fp32.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import warnings
 from collections.abc import Iterator, Sequence
 from importlib.resources import files
@@ -36,6 +35,7 @@ import torch
 from reidprep.masks.base import MaskPrediction, MaskProvider
 from reidschemas import Modality
 from reidschemas.config import Sam2Config
+from reidschemas.digest import file_sha256
 
 SHORT_NAMES = {"tiny": "t", "small": "s", "base+": "b+", "large": "l"}
 """``masks.sam2.model`` short names -> the suffix of the shipped ``sam2_hiera_*.yaml`` / ``sam2.1_hiera_*.yaml``."""
@@ -72,14 +72,6 @@ def resolve_config_name(model: str, version: str) -> str:
             "masks.sam2.overrides (Hydra overrides such as 'model.image_size=512')."
         )
     raise ValueError(f"masks.sam2.model={model!r} is not a sam2 config. Choices: {choices}")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Sam2Masker(MaskProvider):

@@ -33,7 +33,7 @@ from reidprep.index import manifest_fingerprint
 from reidprep.layouts import get_layout
 from reidprep.ledger import write_ledger
 from reidprep.manifest import read_manifest, sort_records
-from reidprep.marker import Marker, file_digest, fingerprint_of
+from reidprep.marker import Marker, fingerprint_of
 from reidprep.masks.fusion import resize_mask
 from reidprep.progress import track
 from reidprep.stage import current_run_dir, read_stage_table
@@ -41,6 +41,7 @@ from reidprep.step import StepFailed
 from reidprep.workdir import Workdir
 from reidschemas import MODALITIES, LedgerEntry, Protocol, SampleRecord
 from reidschemas.config import ShardsConfig
+from reidschemas.digest import file_sha256
 from reidschemas.maskcodec import decode_mask, encode_mask
 from reidschemas.shards import SHARD_SCHEMA, SHARD_SCHEMA_VERSION
 from reidschemas.tokens import patch_grid, token_fractions, token_mask
@@ -259,7 +260,7 @@ def _fingerprint(
         "schema": SHARD_SCHEMA_VERSION,
         "protocol": protocol,
         "config": config.model_dump(mode="json", exclude={"workers"}),
-        "manifest": file_digest(Workdir(workdir).manifest),
+        "manifest": file_sha256(Workdir(workdir).manifest),
         "masks": masks_fp,
         "captions": captions_fp,
     }
@@ -325,7 +326,7 @@ def build_shards(
     for tmp, final, splits in writer.finished:
         os.replace(tmp, final)
         rows_in = pq.read_metadata(final).num_rows
-        shards.append({"file": final.name, "rows": rows_in, "bytes": final.stat().st_size, "sha256": file_digest(final),
+        shards.append({"file": final.name, "rows": rows_in, "bytes": final.stat().st_size, "sha256": file_sha256(final),
                        "rows_per_split": dict(sorted(splits.items()))})  # fmt: skip
     write_ledger(excluded, out / "errors.parquet")
     split_counts: Counter[str] = Counter()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -10,14 +9,11 @@ import pyarrow.parquet as pq
 
 from reidprep.progress import track
 from reidprep.step import StepFailed, StepResult
+from reidschemas.digest import file_sha256
 from reidschemas.maskcodec import decode_mask
 from reidschemas.shards import SHARD_SCHEMA, SHARD_SCHEMA_VERSION, decode_image
 
 INDEX_NAME = "dataset.json"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _check_rows(path: Path) -> list[str]:
@@ -64,7 +60,7 @@ def validate_shards(shards_dir: Path, progress: bool = False) -> dict[str, list[
         if not path.is_file():
             report[shard["file"]] = ["file is missing"]
             continue
-        if _sha256(path) != shard["sha256"]:
+        if file_sha256(path) != shard["sha256"]:
             problems.append("checksum differs from dataset.json (the file changed or is corrupt)")
         try:
             metadata = pq.read_metadata(path)
