@@ -35,7 +35,7 @@ def test_two_cpu_processes_train_disjoint_batches_and_resume(full_shards: Path, 
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1]  # rank 0 alone writes the metrics
     assert first.stdout.count("epoch 1: loss") == 1  # and echoes
-    assert first.stdout.count("best epoch 1") == 1
+    assert first.stdout.count("best on test: epoch 1") == 1
 
     # each rank trained half of the epoch's PK batches, disjoint
     pids = ShardDataset(full_shards, "train", columns=()).pids
