@@ -32,3 +32,9 @@ def build_full_shards(root: Path, kind: str = "person", ids: int = 8, images_per
 def full_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 synthetic persons x 4 triplets with thermal masks and heuristic captions (RGBNT201 layout)."""
     return build_full_shards(tmp_path_factory.mktemp("full_shards"))
+
+
+@pytest.fixture(scope="session")
+def learning_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 synthetic persons x 8 triplets (28 train ids, 12 test ids) for the learning tests (test_learning.py)."""
+    return build_full_shards(tmp_path_factory.mktemp("learning"), ids=40, images_per_id=8)
