@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from reidschemas.config import TrainConfig
+from reidtrain.atomic import atomic_write_text
 from reidtrain.evaluate import load_run_model, rank_gallery, score
 
 __all__ = ["RunEval", "best_label", "evaluate_run", "parse_missing", "run_folder"]
@@ -110,9 +111,7 @@ def evaluate_run(
             drawn["checkpoint"] = label
     path = run / f"eval{suffix}.json"
     payload = {"missing": list(missing), "results": records, "rank_list": drawn}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(json.dumps(payload, indent=2) + "\n", path)
     return RunEval(records, path, drawn)
 
 

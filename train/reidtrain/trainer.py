@@ -45,7 +45,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import sys
 import time
@@ -60,6 +59,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from reidschemas.config import TrainConfig
+from reidtrain.atomic import atomic_save, atomic_write_text
 from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import TrainTransform
 from reidtrain.data.items import ShardItems
@@ -228,12 +228,6 @@ def rng_states() -> dict[str, Any]:
     }
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _progress(total: int, desc: str, enabled: bool | None) -> Any:
     from tqdm.auto import tqdm
 
@@ -324,7 +318,7 @@ def _truncate_metrics(path: Path, completed: int) -> None:
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     kept = [line for line in lines if json.loads(line)["epoch"] <= completed]
     if len(kept) != len(lines):
-        path.write_text("".join(line + "\n" for line in kept))
+        atomic_write_text("".join(line + "\n" for line in kept), path)
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -432,7 +426,7 @@ def _fit(
         raise FileNotFoundError(f"--resume: {last_path} does not exist")
     if env.is_main:
         run.mkdir(parents=True, exist_ok=True)
-        (run / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        atomic_write_text(json.dumps(config, indent=2) + "\n", run / CONFIG)
         echo(f"evaluation protocol: {protocol}")
     train_rows = ShardDataset(shards, "train", columns=shard_columns(inputs), index=index_only.index)
     val = split_val(train_rows, val_pids) if val_pids else None
@@ -573,11 +567,11 @@ def _fit(
                 }
                 if val_result is not None:
                     best["val_mAP"] = val_result.mAP
-                _atomic_save(best, run / BEST)
+                atomic_save(best, run / BEST)
         if env.is_main:
             with (run / METRICS).open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            _atomic_save(
+            atomic_save(
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
