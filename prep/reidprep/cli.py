@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from typer._click.core import Context  # typer >= 0.20 vendors click as typer._click
+from typer._click.core import Context  # typer >= 0.26 vendors click as typer._click (pyproject pins it)
 from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
