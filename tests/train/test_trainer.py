@@ -117,6 +117,31 @@ def test_eval_with_and_without_missing_modalities(two_epochs: tuple[Path, str]) 
         assert result.exit_code == 2 and message in result.output
 
 
+def test_eval_missing_all_scores_the_seven_settings_and_their_average(two_epochs: tuple[Path, str]) -> None:
+    """--missing all: none, each modality, each pair absent; every row equals its own --missing run, the average
+    row their mean."""
+    run, _ = two_epochs
+    result = runner.invoke(app, ["eval", "--run", str(run), "--checkpoint", "last", "--missing", "all"])
+    assert result.exit_code == 0, result.output
+    assert "average" in result.output and "rgb,nir" in result.output  # the table names each setting
+    payload = json.loads((run / "eval-missing-all.json").read_text())
+    rows = payload["results"]
+    expected = [[], ["rgb"], ["nir"], ["tir"], ["rgb", "nir"], ["rgb", "tir"], ["nir", "tir"]]
+    assert payload["settings"] == expected and [r["missing"] for r in rows] == [*expected, "average"]
+    for row in rows[1:3]:  # two settings checked against the single-setting path
+        alone = runner.invoke(
+            app, ["eval", "--run", str(run), "--checkpoint", "last", "--missing", ",".join(row["missing"])]
+        )
+        assert alone.exit_code == 0, alone.output
+        single = json.loads((run / f"eval-missing-{'-'.join(row['missing'])}.json").read_text())["results"][0]
+        assert row["mAP"] == pytest.approx(single["mAP"]) and row["R1"] == pytest.approx(single["R1"])
+    for key in ("mAP", "R1", "R5", "R10", "mINP"):
+        assert rows[-1][key] == pytest.approx(sum(r[key] for r in rows[:-1]) / 7)
+    assert len({round(r["mAP"], 6) for r in rows[:-1]}) > 1  # the settings do differ
+    refused = runner.invoke(app, ["eval", "--run", str(run), "--missing", "all", "--rank-list", "2"])
+    assert refused.exit_code == 2 and "--rank-list" in refused.output
+
+
 def test_eval_reports_last_and_best_with_their_epochs(two_epochs: tuple[Path, str]) -> None:
     run, _ = two_epochs
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

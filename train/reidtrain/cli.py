@@ -313,7 +313,12 @@ def eval_(
         ),
     ] = "both",
     missing: Annotated[
-        str, typer.Option(help="Modalities to zero at test time, comma-separated (e.g. rgb,nir).", show_default="none")
+        str,
+        typer.Option(
+            help="Modalities to zero at test time, comma-separated (e.g. rgb,nir); 'all': the seven settings of "
+            "DeMo's Tables 3-4 (none, each modality, each pair) and their average, in RUN/eval-missing-all.json.",
+            show_default="none",
+        ),
     ] = "",
     shards: Annotated[Path | None, typer.Option(help="Shards folder.", show_default="the run's")] = None,
     device: DeviceOption = None,
@@ -330,7 +335,7 @@ def eval_(
     """
     from rich.table import Table
 
-    from reidtrain.run_eval import evaluate_run, parse_missing, run_folder
+    from reidtrain.run_eval import evaluate_missing_all, evaluate_run, parse_missing, run_folder
 
     try:
         train, root = _train_config(config, workdir, {"device": device, "workers": workers})
@@ -340,23 +345,41 @@ def eval_(
             if root is None:
                 raise ValueError("pass --run RUN, or --config pipeline.yaml / --workdir W (the run fit writes there)")
             run = run_folder(train, root)
-        absent = parse_missing(missing)
-        result = evaluate_run(run, checkpoint, absent, shards, train.device, train.workers, rank_list, top_k)
+        every_setting = missing.strip().lower() == "all"
+        absent = () if every_setting else parse_missing(missing)
+        if every_setting and rank_list:
+            raise ValueError("--rank-list draws one setting: pass --missing none, one or two modalities with it")
+        if every_setting:
+            result = evaluate_missing_all(run, checkpoint, shards, train.device, train.workers)
+        else:
+            result = evaluate_run(run, checkpoint, absent, shards, train.device, train.workers, rank_list, top_k)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from None
     from reidschemas import describe_protocol
 
-    what = f"missing {','.join(absent)}" if absent else "all modalities"
+    what = (
+        "every missing-modality setting"
+        if every_setting
+        else f"missing {','.join(absent)}"
+        if absent
+        else "all modalities"
+    )
     first = result.records[0]
     out.print(f"evaluation protocol: {describe_protocol(first['rule'], first['dataset'] + ' layout')}", highlight=False)
     table = Table(
         title=f"{run} ({what}, {first['rule']} rule, {first['num_query']} queries, {first['num_gallery']} gallery)"
     )
-    for column in ("checkpoint", "epoch", "mAP", "R1", "R5", "R10", "mINP"):
-        table.add_column(column, justify="left" if column == "checkpoint" else "right")
+    columns = ("checkpoint", "missing", "epoch", "mAP", "R1", "R5", "R10", "mINP")
+    for column in columns if every_setting else tuple(c for c in columns if c != "missing"):
+        table.add_column(column, justify="left" if column in ("checkpoint", "missing") else "right")
     for record in result.records:
         figures = [f"{100 * record[k]:.2f}" for k in ("mAP", "R1", "R5", "R10", "mINP")]
-        table.add_row(record["checkpoint"], str(record["epoch"]), *figures)
+        if every_setting:
+            absent_names = record["missing"]
+            shown = absent_names if isinstance(absent_names, str) else ",".join(absent_names) or "none"
+            table.add_row(record["checkpoint"], shown, str(record["epoch"]), *figures)
+        else:
+            table.add_row(record["checkpoint"], str(record["epoch"]), *figures)
     out.print(table)
     out.print(f"results: {result.path}", highlight=False)
     if result.rank_list is not None:

@@ -20,9 +20,28 @@ from reidschemas.config import TrainConfig
 from reidtrain.atomic import atomic_write_text
 from reidtrain.evaluate import load_run_model, rank_gallery, score
 
-__all__ = ["RunEval", "best_label", "evaluate_run", "parse_missing", "run_folder"]
+__all__ = [
+    "MISSING_SETTINGS",
+    "RunEval",
+    "best_label",
+    "evaluate_missing_all",
+    "evaluate_run",
+    "parse_missing",
+    "run_folder",
+]
 
 MODALITIES = ("rgb", "nir", "tir")
+MISSING_SETTINGS: tuple[tuple[str, ...], ...] = (
+    (),
+    ("rgb",),
+    ("nir",),
+    ("tir",),
+    ("rgb", "nir"),
+    ("rgb", "tir"),
+    ("nir", "tir"),
+)
+"""``--missing all``: no modality absent, each one absent, each pair absent (DeMo's Tables 3-4)."""
+METRICS = ("mAP", "R1", "R5", "R10", "mINP")
 
 
 def parse_missing(text: str) -> tuple[str, ...]:
@@ -113,6 +132,40 @@ def evaluate_run(
     payload = {"missing": list(missing), "results": records, "rank_list": drawn}
     atomic_write_text(json.dumps(payload, indent=2) + "\n", path)
     return RunEval(records, path, drawn)
+
+
+def evaluate_missing_all(
+    run: Path,
+    checkpoint: str = "both",
+    shards: Path | None = None,
+    device: str = "cpu",
+    num_workers: int = 0,
+) -> RunEval:
+    """Every setting of :data:`MISSING_SETTINGS` for each checkpoint, plus their average per checkpoint (the last
+    record of each checkpoint, ``missing: "average"``), into ``RUN/eval-missing-all.json``."""
+    run = Path(run)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but CUDA is not available")
+    records: list[dict[str, Any]] = []
+    names = _checkpoints(run, checkpoint)
+    for name in names:
+        model, config, state = load_run_model(run, name)
+        shards_dir = Path(shards) if shards is not None else Path(config["shards"])
+        if not shards_dir.is_dir():
+            raise FileNotFoundError(f"shards folder {shards_dir} does not exist; pass --shards")
+        label, size = _label(run, name, checkpoint, names), tuple(config["recipe"]["image_size"])
+        settings = []
+        for missing in MISSING_SETTINGS:
+            ranking = rank_gallery(model.to(dev), shards_dir, size, dev, missing, num_workers)
+            settings.append({"checkpoint": label, "epoch": state.get("epoch"), "missing": list(missing),
+                             **score(ranking).to_dict()})  # fmt: skip
+        average = {k: sum(s[k] for s in settings) / len(settings) for k in METRICS}
+        records += [*settings, {**settings[0], "missing": "average", **average}]
+    path = run / "eval-missing-all.json"
+    payload = {"missing": "all", "settings": [list(m) for m in MISSING_SETTINGS], "results": records}
+    atomic_write_text(json.dumps(payload, indent=2) + "\n", path)
+    return RunEval(records, path, None)
 
 
 def run_folder(train: TrainConfig, workdir: Path) -> Path:
