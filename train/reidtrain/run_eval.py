@@ -9,7 +9,7 @@ writes ``RUN/rank_list[-missing-<names>].png`` for the first checkpoint evaluate
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,31 @@ def _checkpoints(run: Path, checkpoint: str) -> list[str]:
     return ["last"] if best == last else ["last", "best"]
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """One checkpoint of a run, ready to rank with."""
+
+    label: str  # "last", "best on val|test", ...
+    epoch: int | None
+    model: torch.nn.Module  # on the device
+    shards: Path
+    image_size: tuple[int, int]
+
+
+def _load_checkpoints(run: Path, checkpoint: str, shards: Path | None, device: torch.device) -> Iterator[_Loaded]:
+    """Each checkpoint ``checkpoint`` names in ``run``, loaded on ``device`` with its shards folder (checked)."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but CUDA is not available")
+    names = _checkpoints(run, checkpoint)
+    for name in names:
+        model, config, state = load_run_model(run, name)
+        shards_dir = Path(shards) if shards is not None else Path(config["shards"])
+        if not shards_dir.is_dir():
+            raise FileNotFoundError(f"shards folder {shards_dir} does not exist; pass --shards")
+        size = tuple(config["recipe"]["image_size"])
+        yield _Loaded(_label(run, name, checkpoint, names), state.get("epoch"), model.to(device), shards_dir, size)
+
+
 def evaluate_run(
     run: Path,
     checkpoint: str = "both",
@@ -106,28 +131,17 @@ def evaluate_run(
     """Evaluate ``run``'s checkpoints ("last", "best", "both" or a file) with ``missing`` modalities zeroed."""
     from reidtrain.ranklist import draw_rank_list
 
-    run = Path(run)
+    run, dev = Path(run), torch.device(device)
     suffix = f"-missing-{'-'.join(missing)}" if missing else ""
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but CUDA is not available")
     records, drawn = [], None
-    names = _checkpoints(run, checkpoint)
-    for name in names:
-        model, config, state = load_run_model(run, name)
-        shards_dir = Path(shards) if shards is not None else Path(config["shards"])
-        if not shards_dir.is_dir():
-            raise FileNotFoundError(f"shards folder {shards_dir} does not exist; pass --shards")
-        ranking = rank_gallery(
-            model.to(dev), shards_dir, tuple(config["recipe"]["image_size"]), dev, missing, num_workers
-        )
-        label = _label(run, name, checkpoint, names)
+    for loaded in _load_checkpoints(run, checkpoint, shards, dev):
+        ranking = rank_gallery(loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers)
         records.append(
-            {"checkpoint": label, "epoch": state.get("epoch"), "missing": list(missing), **score(ranking).to_dict()}
+            {"checkpoint": loaded.label, "epoch": loaded.epoch, "missing": list(missing), **score(ranking).to_dict()}
         )
         if rank_list and drawn is None:
             drawn = draw_rank_list(ranking, run / f"rank_list{suffix}.png", rank_list, top_k)
-            drawn["checkpoint"] = label
+            drawn["checkpoint"] = loaded.label
     path = run / f"eval{suffix}.json"
     payload = {"missing": list(missing), "results": records, "rank_list": drawn}
     atomic_write_text(json.dumps(payload, indent=2) + "\n", path)
@@ -143,22 +157,13 @@ def evaluate_missing_all(
 ) -> RunEval:
     """Every setting of :data:`MISSING_SETTINGS` for each checkpoint, plus their average per checkpoint (the last
     record of each checkpoint, ``missing: "average"``), into ``RUN/eval-missing-all.json``."""
-    run = Path(run)
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but CUDA is not available")
+    run, dev = Path(run), torch.device(device)
     records: list[dict[str, Any]] = []
-    names = _checkpoints(run, checkpoint)
-    for name in names:
-        model, config, state = load_run_model(run, name)
-        shards_dir = Path(shards) if shards is not None else Path(config["shards"])
-        if not shards_dir.is_dir():
-            raise FileNotFoundError(f"shards folder {shards_dir} does not exist; pass --shards")
-        label, size = _label(run, name, checkpoint, names), tuple(config["recipe"]["image_size"])
+    for loaded in _load_checkpoints(run, checkpoint, shards, dev):
         settings = []
         for missing in MISSING_SETTINGS:
-            ranking = rank_gallery(model.to(dev), shards_dir, size, dev, missing, num_workers)
-            settings.append({"checkpoint": label, "epoch": state.get("epoch"), "missing": list(missing),
+            ranking = rank_gallery(loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers)
+            settings.append({"checkpoint": loaded.label, "epoch": loaded.epoch, "missing": list(missing),
                              **score(ranking).to_dict()})  # fmt: skip
         average = {k: sum(s[k] for s in settings) / len(settings) for k in METRICS}
         records += [*settings, {**settings[0], "missing": "average", **average}]
