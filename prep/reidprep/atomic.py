@@ -1,40 +1,29 @@
-"""Atomic file writes: write to a temporary name in the same folder, then rename over the target.
+"""Atomic, durable file writes of the stages (see :mod:`reidschemas.safeio`): a per-process temporary name in
+the same folder, fsync, rename over the target, fsync the folder.
 
-A reader never sees a half-written file, and a process killed mid-write leaves only a ``.tmp-*`` file behind
-(removed by the next write of the same target).
+A reader never sees a half-written file; a process killed mid-write leaves only its ``.tmp-HOST-PID`` file,
+removed by the next write of the same target once that process is gone. A full disk raises ``DiskFull``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        stale.unlink(missing_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+from reidschemas.safeio import atomic_write, atomic_write_text
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Write ``table`` as zstd Parquet, atomically."""
-    _atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"), needed=table.nbytes)
 
 
 def write_text(text: str, path: Path) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write_text(text, path)
 
 
 def write_json(data: Any, path: Path) -> None:
