@@ -9,25 +9,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from reidschemas.overrides import describe, read_yaml_file, set_dotted
 from reidschemas.records import DatasetName
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Strict: a YAML ``true`` is not a count, ``'yes'`` not a boolean, ``.inf`` not a size; ints are still floats.
+    Paths and (height, width) pairs are coerced from YAML strings and lists (``strict=False`` on those fields)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 class DatasetConfig(_Section):
     layout: DatasetName = Field("rgbnt201", description="on-disk layout of the raw dataset")
-    root: Path | None = Field(None, description="folder that holds the layout's top folder (e.g. ROOT/RGBNT201)")
+    root: Path | None = Field(
+        strict=False, default=None, description="folder that holds the layout's top folder (e.g. ROOT/RGBNT201)"
+    )
 
 
 class SynthConfig(_Section):
     """The embedded synthetic dataset (``reidprep synth``)."""
 
-    out: Path | None = Field(None, description="where to write it; the dataset root then is this folder")
+    out: Path | None = Field(
+        strict=False, default=None, description="where to write it; the dataset root then is this folder"
+    )
     kind: Literal["person", "vehicle"] = "person"
     ids: int = Field(40, ge=2, description="number of identities")
     images_per_id: int = Field(8, ge=2, description="triplets per identity")
@@ -47,7 +54,9 @@ class Sam2Config(_Section):
 
     model: str = Field("tiny", description="tiny, small, base+, large, or a Hydra config name inside sam2")
     version: Literal["2", "2.1"] = Field("2.1", description="SAM release whose config the short names refer to")
-    checkpoint: Path | None = Field(None, description="local checkpoint ({'model': state_dict}); enables sam2")
+    checkpoint: Path | None = Field(
+        strict=False, default=None, description="local checkpoint ({'model': state_dict}); enables sam2"
+    )
     prompt: Literal["box", "box+center"] = Field(
         "box", description="box = the crop minus a margin; box+center adds a positive point at the crop centre"
     )
@@ -135,7 +144,9 @@ class OpenAIConfig(_Section):
 class QwenConfig(_Section):
     """The ``qwen`` provider: Qwen2.5-VL or Qwen2-VL loaded with transformers from a local folder."""
 
-    model_path: Path | None = Field(None, description="local model folder (config, weights, processor)")
+    model_path: Path | None = Field(
+        strict=False, default=None, description="local model folder (config, weights, processor)"
+    )
     device: str = Field("cuda", description="cuda (default) or cpu")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     batch_size: int = Field(4, ge=1)
@@ -178,7 +189,9 @@ class CaptionsConfig(_Section):
     openai: OpenAIConfig = OpenAIConfig()
     qwen: QwenConfig = QwenConfig()
     import_dir: Path | None = Field(
-        None, description="the import provider: folder of released captions {train,test}_{RGB,NI,TI}.json"
+        strict=False,
+        default=None,
+        description="the import provider: folder of released captions {train,test}_{RGB,NI,TI}.json",
     )
 
 
@@ -192,8 +205,12 @@ class ShardsConfig(_Section):
     size: Literal["model", "original"] = Field(
         "model", description="model = resize to the model input (person 256x128, vehicle 128x256, h x w)"
     )
-    person_size: tuple[int, int] = Field((256, 128), description="(height, width) stored for persons")
-    vehicle_size: tuple[int, int] = Field((128, 256), description="(height, width) stored for vehicles")
+    person_size: tuple[PositiveInt, PositiveInt] = Field(
+        (256, 128), strict=False, description="(height, width) stored for persons"
+    )
+    vehicle_size: tuple[PositiveInt, PositiveInt] = Field(
+        (128, 256), strict=False, description="(height, width) stored for vehicles"
+    )
     patch_size: int = Field(16, ge=1, description="ViT patch size for the token mask")
     patch_stride: int = Field(16, ge=1, description="ViT patch stride (smaller than the patch: overlapping)")
     token_threshold: float = Field(0.5, gt=0.0, le=1.0, description="foreground fraction that makes a token fg")
@@ -227,9 +244,9 @@ class TrainConfig(_Section):
     model: str | None = Field(None, description="override of the recipe's model (its model_options must fit)")
     backbone: str | None = Field(None, description="override of the recipe's backbone (tiny, ViT-B-16, ...)")
     set: dict[str, Any] = Field(default_factory=dict, description="recipe keys to override (dotted for nesting)")
-    shards: Path | None = Field(None, description="shards folder (default: <workdir>/shards)")
-    output: Path | None = Field(None, description="run folder (default: <workdir>/train/<model>)")
-    weights: Path | None = Field(None, description="local CLIP weights file (never downloaded)")
+    shards: Path | None = Field(strict=False, default=None, description="shards folder (default: <workdir>/shards)")
+    output: Path | None = Field(strict=False, default=None, description="run folder (default: <workdir>/train/<model>)")
+    weights: Path | None = Field(strict=False, default=None, description="local CLIP weights file (never downloaded)")
     random_init: bool = Field(False, description="allow random initial weights when no weights file is given")
     epochs: int | None = Field(None, ge=1, description="stop after this epoch (default: the recipe's epochs)")
     device: str = Field("cpu", description="cpu or cuda")
@@ -256,7 +273,7 @@ def is_recipe_path(recipe: str) -> bool:
 
 
 class PipelineConfig(_Section):
-    workdir: Path = Field(Path("runs/demo"), description="where every stage writes its outputs")
+    workdir: Path = Field(strict=False, default=Path("runs/demo"), description="where every stage writes its outputs")
     dataset: DatasetConfig = DatasetConfig()
     synth: SynthConfig = SynthConfig()
     index: IndexConfig = IndexConfig()

@@ -14,7 +14,15 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-__all__ = ["ConfigError", "describe", "parse_assignments", "read_mapping", "set_dotted"]
+__all__ = [
+    "ConfigError",
+    "decode_utf8",
+    "describe",
+    "parse_assignments",
+    "read_mapping",
+    "read_yaml_file",
+    "set_dotted",
+]
 
 
 class ConfigError(ValueError):
@@ -80,21 +88,50 @@ def parse_assignments(items: Iterable[str], option: str = "--set") -> dict[str, 
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"key {key!r} is given twice (lines {seen[key]} and {line}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_mapping(text: str, source: str) -> dict[str, Any]:
-    """Parse YAML ``text`` whose top level must be a mapping (empty = ``{}``); errors name ``source``."""
+    """Parse YAML ``text`` whose top level must be a non-empty mapping with unique keys; errors name ``source``."""
     try:
-        loaded = yaml.safe_load(text)
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     if loaded is None:
-        return {}
+        raise ConfigError(
+            f"{source}: the file is empty (or only comments): give at least one key, or leave it out to use the "
+            "defaults"
+        )
     if not isinstance(loaded, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(loaded).__name__}")
     return loaded
 
 
 def read_yaml_file(path: Path, what: str = "config file") -> dict[str, Any]:
-    """``read_mapping`` of a file; a missing file is a ``ConfigError``."""
+    """``read_mapping`` of a UTF-8 file; a missing or non-UTF-8 file is a ``ConfigError``."""
     if not path.is_file():
         raise ConfigError(f"{path}: {what} not found")
-    return read_mapping(path.read_text(encoding="utf-8"), str(path))
+    return read_mapping(decode_utf8(path.read_bytes(), str(path)), str(path))
+
+
+def decode_utf8(data: bytes, source: str) -> str:
+    """``data`` as UTF-8 text; otherwise a ``ConfigError`` naming the byte offset (save the file as UTF-8)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{source}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): save it as UTF-8"
+        ) from None

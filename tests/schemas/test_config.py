@@ -62,3 +62,48 @@ def test_overrides_win_and_unset_options_keep_the_file(tmp_path, monkeypatch):
         load_config(path, {"index.colour": "red"})
     with pytest.raises(ConfigError, match=r"dataset\.layout"):
         load_config(path, {"dataset.layout": "nope"})
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("captions:\n  chunk_size: true\n", "captions.chunk_size: Input should be a valid integer"),
+        ("index:\n  strict: 'yes'\n", "index.strict: Input should be a valid boolean"),
+        ("shards:\n  person_size: [0, 0]\n", "shards.person_size.0: Input should be greater than 0"),
+        ("shards:\n  vehicle_size: [true, 2]\n", "shards.vehicle_size.0"),
+        ("shards:\n  target_shard_mb: .inf\n", "shards.target_shard_mb: Input should be a finite number"),
+        ("shards:\n  target_shard_mb: '256'\n", "shards.target_shard_mb: Input should be a valid number"),
+        ("synth:\n  ids: 12.0\n", "synth.ids: Input should be a valid integer"),
+    ],
+)
+def test_config_is_strict_about_types_and_sizes(tmp_path, text, named):
+    """YAML's coercions that pydantic's lax mode would accept (true -> 1, 'yes' -> True) are refused by key."""
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert named in str(info.value) and str(path) in str(info.value)
+
+
+def test_strict_mode_still_reads_paths_pairs_and_ints_as_floats(tmp_path):
+    config = load_config(_write(tmp_path, "dataset:\n  root: d\nshards:\n  person_size: [64, 32]\n  target_shard_mb: 1\n"))
+    assert config.dataset.root == tmp_path / "d"
+    assert config.shards.person_size == (64, 32)
+    assert config.shards.target_shard_mb == 1.0
+
+
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
+    path = _write(tmp_path, "captions:\n  chunk_size: 8\n  views: [rgb]\n  chunk_size: 16\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: key 'chunk_size' is given twice (lines 2 and 4); keep one"
+
+
+def test_non_utf8_and_empty_files_are_refused(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_bytes("workdir: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: not UTF-8 text (byte 0xe9 at offset 12): save it as UTF-8"
+    for text in ("", "# only a comment\n\n"):
+        with pytest.raises(ConfigError, match="the file is empty \\(or only comments\\)"):
+            load_config(_write(tmp_path, text))

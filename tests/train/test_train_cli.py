@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from reidtrain.cli import app as train_app
@@ -193,3 +194,23 @@ def test_the_shipped_pipeline_yaml_trains_the_demo_stmi():
     train, recipe = resolve_run(config.train, config.workdir)  # what `make demo` (fit --config pipeline.yaml) runs
     assert (train.recipe, train.model, train.backbone, train.random_init) == ("stmi-demo", "stmi", "tiny", True)
     assert train.output == repo / "runs" / "demo" / "train" / "stmi" and train.epochs == recipe.epochs == 20
+
+
+def test_recipe_files_are_strict(tmp_path):
+    """A recipe file with a duplicate key, a boolean count or a non-UTF-8 byte is refused naming the key or byte."""
+    from reidtrain.recipes import RecipeError, load_recipe
+
+    cases = {
+        "dup.yaml": ("epochs: 5\nepochs: 6\n", "key 'epochs' is given twice (lines 1 and 2)"),
+        "bool.yaml": ("epochs: true\n", "epochs: Input should be a valid integer"),
+        "size.yaml": ("image_size: [0, 128]\n", "image_size.0: Input should be greater than 0"),
+        "empty.yaml": ("# nothing\n", "the file is empty"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(RecipeError) as info:
+            load_recipe(str(tmp_path / name))
+        assert message in str(info.value), (name, str(info.value))
+    (tmp_path / "latin.yaml").write_bytes("description: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(RecipeError, match="not UTF-8 text"):
+        load_recipe(str(tmp_path / "latin.yaml"))

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from reidschemas.config import is_recipe_path
-from reidschemas.overrides import ConfigError, apply_dotted, describe, read_mapping
+from reidschemas.overrides import ConfigError, apply_dotted, decode_utf8, describe, read_mapping
 from reidschemas.resources import data_root, read_text
 
 __all__ = [
@@ -41,7 +41,8 @@ class RecipeError(ConfigError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's `true` is no epoch count and "yes" no boolean; ints are still accepted where floats belong
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class AugmentRecipe(_Section):
@@ -76,7 +77,9 @@ class TrainRecipe(_Section):
     # sampling (PK batches)
     ids_per_batch: int = Field(8, ge=2, description="P: identities per batch")
     instances_per_id: int = Field(8, ge=1, description="K: samples per identity; batch size = P * K")
-    image_size: tuple[int, int] = Field((256, 128), description="(height, width) of every modality")
+    image_size: tuple[PositiveInt, PositiveInt] = Field(
+        (256, 128), strict=False, description="(height, width) of every modality"
+    )
     # losses (reidtrain.losses.ReIDObjective)
     loss_weights: dict[Literal["id", "triplet"], float] = Field(
         default_factory=lambda: {"id": 1.0, "triplet": 1.0},  # type: ignore[arg-type]
@@ -143,7 +146,11 @@ def read_recipe(recipe: str) -> tuple[str, dict[str, Any]]:
         path = Path(recipe).expanduser().resolve()
         if not path.is_file():
             raise RecipeError(f"recipe file {recipe} not found")
-        return str(path), _mapping(path.read_text(encoding="utf-8"), str(path))
+        try:
+            text = decode_utf8(path.read_bytes(), f"recipe {str(path)!r}")
+        except ConfigError as exc:
+            raise RecipeError(str(exc)) from None
+        return str(path), _mapping(text, str(path))
     raise RecipeError(f"unknown recipe {recipe!r}; available: {', '.join(available) or '(none)'} (or a YAML file)")
 
 
