@@ -85,7 +85,9 @@ def test_config_is_strict_about_types_and_sizes(tmp_path, text, named):
 
 
 def test_strict_mode_still_reads_paths_pairs_and_ints_as_floats(tmp_path):
-    config = load_config(_write(tmp_path, "dataset:\n  root: d\nshards:\n  person_size: [64, 32]\n  target_shard_mb: 1\n"))
+    config = load_config(
+        _write(tmp_path, "dataset:\n  root: d\nshards:\n  person_size: [64, 32]\n  target_shard_mb: 1\n")
+    )
     assert config.dataset.root == tmp_path / "d"
     assert config.shards.person_size == (64, 32)
     assert config.shards.target_shard_mb == 1.0
