@@ -163,7 +163,14 @@ def synth(
 @app.command()
 def index(
     layout: Annotated[str | None, _opt("dataset.layout", help=f"Dataset layout: {', '.join(DATASETS)}.")] = None,
-    root: Annotated[Path | None, _opt("dataset.root", help="Folder holding the dataset's top folder.")] = None,
+    root: Annotated[
+        Path | None,
+        _opt("dataset.root", help="Folder holding the dataset's top folder; generic: the manifest CSV/Parquet."),
+    ] = None,
+    kind: Annotated[str | None, _opt("dataset.kind", help="generic layout: person or vehicle (required).")] = None,
+    protocol: Annotated[
+        str | None, _opt("dataset.protocol", help="generic layout: camera or scene evaluation rule (required).")
+    ] = None,
     workdir: WorkdirOption = None,
     strict: Annotated[bool | None, _opt("index.strict", "--strict/--no-strict", help="Fail on any bad file.")] = None,
     drop_overlapping_ids: Annotated[
@@ -186,7 +193,8 @@ def index(
 
     cfg = _config(
         config,
-        {"dataset.layout": layout, "dataset.root": root, "workdir": workdir, "index.strict": strict,
+        {"dataset.layout": layout, "dataset.root": root, "dataset.kind": kind, "dataset.protocol": protocol,
+         "workdir": workdir, "index.strict": strict,
          "index.drop_overlapping_train_ids": drop_overlapping_ids, "index.check_images": check_images},
     )  # fmt: skip
     _print(_call(get_step("index").run, cfg, _options(progress, force=force)))

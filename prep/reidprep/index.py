@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from reidprep.manifest import write_manifest
 from reidprep.marker import Marker, fingerprint_of
 from reidprep.progress import track
 from reidprep.workdir import Workdir
-from reidschemas import PROTOCOL_RULES, LedgerEntry, Protocol, SampleRecord
+from reidschemas import MODALITIES, PROTOCOL_RULES, LedgerEntry, Protocol, SampleRecord
 from reidschemas.digest import file_sha256
 
 STAGE = "index"
@@ -79,8 +79,9 @@ def _side_by_side_boxes(size: tuple[int, int] | None) -> list[tuple[int, int, in
     return [(i * third, 0, (i + 1) * third, height) for i in range(3)]
 
 
-def _records(layout_name: str, splits: Mapping[str, tuple[str, ...]], candidate: Candidate, size, scan: ScanResult):
-    boxes: list | None = None
+def _records(layout: Layout, candidate: Candidate, size, scan: ScanResult):
+    layout_name, splits = layout.name, layout.split_folders
+    boxes: list | None = None if candidate.boxes is None else [candidate.boxes[m] for m in MODALITIES]
     if candidate.side_by_side:
         boxes = _side_by_side_boxes(size)
         if boxes is None:
@@ -103,6 +104,7 @@ def _records(layout_name: str, splits: Mapping[str, tuple[str, ...]], candidate:
             rgb_path=str(candidate.paths["rgb"]),
             nir_path=str(candidate.paths["nir"]),
             tir_path=str(candidate.paths["tir"]),
+            object_kind=layout.object_kind,
             **box_fields,
         )
         for split in splits[candidate.split_folder]
@@ -119,11 +121,15 @@ def _require_scenes(layout: Layout, scan: ScanResult) -> None:
             kept.append(candidate)
             continue
         split = layout.split_folders[candidate.split_folder][0]
+        fix = (
+            "give the row a sceneid"
+            if layout.name == "generic"
+            else "this name has no scene id (_sNNN_); rename the file or remove the triplet"
+        )
         scan.report(
             "error",
             "missing_scene",
-            f"{layout.name} is scored with the scene rule (same id and same scene removed) and this name has no "
-            "scene id (_sNNN_); rename the file or remove the triplet",
+            f"{layout.name} is scored with the scene rule (same id and same scene removed): {fix}",
             candidate.paths["rgb"],
             sample_id=f"{layout.name}/{split}/{candidate.key}",
         )
@@ -147,17 +153,19 @@ def build_index(
     layout_name: str,
     root: Path,
     *,
+    kind: str | None = None,
+    protocol: Protocol | None = None,
     check_images: bool = True,
     drop_overlapping_train_ids: bool = False,
     progress: bool = False,
 ) -> IndexResult:
     """Scan ``root`` with the named layout; the records and every problem met (nothing is written)."""
-    layout = get_layout(layout_name)
+    layout = get_layout(layout_name, kind, protocol)
     dataset_dir = layout.locate(root.resolve())
     scan = layout.scan(dataset_dir)
     _require_scenes(layout, scan)
     checked = _check_images(scan, progress) if check_images else [(c, None) for c in scan.candidates]
-    records = [r for c, size in checked for r in _records(layout.name, layout.split_folders, c, size, scan)]
+    records = [r for c, size in checked for r in _records(layout, c, size, scan)]
     records = _overlapping_ids(records, scan, drop_overlapping_train_ids)
     if not records:
         raise ValueError(f"no usable triplet found under {dataset_dir} ({len(scan.problems)} problems)")
@@ -185,6 +193,8 @@ def run_index(
     layout_name: str,
     root: Path,
     *,
+    kind: str | None = None,
+    protocol: Protocol | None = None,
     strict: bool = False,
     check_images: bool = True,
     drop_overlapping_train_ids: bool = False,
@@ -201,6 +211,7 @@ def run_index(
     params = {
         "layout": layout_name,
         "root": str(root.resolve()),
+        **({"kind": kind, "protocol": protocol} if layout_name == "generic" else {}),
         "check_images": check_images,
         "drop_overlapping_train_ids": drop_overlapping_train_ids,
     }
@@ -213,6 +224,8 @@ def run_index(
     result = build_index(
         layout_name,
         root,
+        kind=kind,
+        protocol=protocol,
         check_images=check_images,
         drop_overlapping_train_ids=drop_overlapping_train_ids,
         progress=progress,

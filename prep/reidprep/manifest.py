@@ -11,7 +11,9 @@ import pyarrow.parquet as pq
 from reidprep.atomic import write_parquet
 from reidschemas import SPLITS, SampleRecord
 
-MANIFEST_SCHEMA_VERSION = "1"
+MANIFEST_SCHEMA_VERSION = "2"
+READABLE_VERSIONS = ("1", "2")
+"""Version 2 added ``object_kind`` (generic data); version 1 manifests read as before."""
 
 _BOX = pa.list_(pa.int32(), 4)
 MANIFEST_SCHEMA = pa.schema(
@@ -29,6 +31,7 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("rgb_box", _BOX),
         pa.field("nir_box", _BOX),
         pa.field("tir_box", _BOX),
+        pa.field("object_kind", pa.string()),
     ],
     metadata={"reid.manifest_schema_version": MANIFEST_SCHEMA_VERSION},
 )
@@ -51,7 +54,7 @@ def read_manifest(path: Path) -> list[SampleRecord]:
         raise FileNotFoundError(f"no manifest at {path}: run `reidprep index` for this workdir first")
     table = pq.read_table(path)
     version = (table.schema.metadata or {}).get(b"reid.manifest_schema_version", b"?").decode()
-    if version != MANIFEST_SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ValueError(
             f"{path}: manifest schema version {version}, this reidprep reads {MANIFEST_SCHEMA_VERSION}: "
             "rerun `reidprep index --force`"

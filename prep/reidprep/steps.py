@@ -44,6 +44,8 @@ class IndexStep(Step):
                 config.workdir,
                 config.dataset.layout,
                 config.dataset.root,
+                kind=config.dataset.kind,
+                protocol=config.dataset.protocol,
                 strict=config.index.strict,
                 check_images=config.index.check_images,
                 drop_overlapping_train_ids=config.index.drop_overlapping_train_ids,

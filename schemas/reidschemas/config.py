@@ -23,9 +23,22 @@ class _Section(BaseModel):
 
 
 class DatasetConfig(_Section):
-    layout: DatasetName = Field("rgbnt201", description="on-disk layout of the raw dataset")
+    layout: DatasetName = Field(
+        "rgbnt201", description="on-disk layout of the raw dataset; generic = your own data listed in a manifest file"
+    )
+    kind: Literal["person", "vehicle"] | None = Field(
+        None, description="generic layout only (required there): person or vehicle"
+    )
+    protocol: Literal["camera", "scene"] | None = Field(
+        None,
+        description="generic layout only (required there): camera = gallery items of the query's id and camera are "
+        "removed; scene = those of its id and scene (every row then needs a sceneid)",
+    )
     root: Path | None = Field(
-        strict=False, default=None, description="folder that holds the layout's top folder (e.g. ROOT/RGBNT201)"
+        strict=False,
+        default=None,
+        description="folder that holds the layout's top folder (e.g. ROOT/RGBNT201); generic: the manifest file "
+        "(CSV or Parquet) or a folder holding manifest.csv / manifest.parquet",
     )
 
 

@@ -10,12 +10,13 @@ Modality = Literal["rgb", "nir", "tir"]
 MODALITIES: tuple[Modality, ...] = get_args(Modality)
 Split = Literal["train", "query", "gallery"]
 SPLITS: tuple[Split, ...] = get_args(Split)
-DatasetName = Literal["rgbnt201", "rgbnt100", "msvr310", "wmveid863"]
+DatasetName = Literal["rgbnt201", "rgbnt100", "msvr310", "wmveid863", "generic"]
+"""The four benchmarks, and ``generic``: the user's own data, listed in a CSV/Parquet manifest."""
 DATASETS: tuple[DatasetName, ...] = get_args(DatasetName)
 ObjectKind = Literal["pedestrian", "vehicle"]
 
-#: Which attribute template (and model input size) a dataset uses.
-DATASET_KIND: dict[DatasetName, ObjectKind] = {
+#: Which attribute template (and model input size) a benchmark uses; a generic record names its own.
+DATASET_KIND: dict[str, ObjectKind] = {
     "rgbnt201": "pedestrian",
     "rgbnt100": "vehicle",
     "msvr310": "vehicle",
@@ -65,6 +66,17 @@ class SampleRecord(BaseModel):
     rgb_box: Box | None = Field(default=None, description="RGBNT100: the RGB part of the side-by-side file")
     nir_box: Box | None = None
     tir_box: Box | None = None
+    object_kind: ObjectKind | None = Field(
+        default=None, description="generic data only: pedestrian or vehicle (a benchmark's kind is its dataset's)"
+    )
+
+    @model_validator(mode="after")
+    def _kind_is_known(self) -> SampleRecord:
+        if self.dataset == "generic" and self.object_kind is None:
+            raise ValueError(f"{self.sample_id}: a generic record needs object_kind (pedestrian or vehicle)")
+        if self.dataset != "generic" and self.object_kind not in (None, DATASET_KIND[self.dataset]):
+            raise ValueError(f"{self.sample_id}: {self.dataset} holds {DATASET_KIND[self.dataset]}s")
+        return self
 
     @model_validator(mode="after")
     def _boxes_are_sane(self) -> SampleRecord:
@@ -78,7 +90,7 @@ class SampleRecord(BaseModel):
 
     @property
     def kind(self) -> ObjectKind:
-        return DATASET_KIND[self.dataset]
+        return self.object_kind or DATASET_KIND[self.dataset]
 
     def path(self, modality: Modality) -> str:
         return {"rgb": self.rgb_path, "nir": self.nir_path, "tir": self.tir_path}[modality]

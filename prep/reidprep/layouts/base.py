@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from reidschemas import DatasetName, LedgerEntry, Modality, Protocol, Split
+from reidschemas import Box, DatasetName, LedgerEntry, Modality, ObjectKind, Protocol, Split
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
@@ -26,6 +26,8 @@ class Candidate:
     paths: dict[Modality, Path]
     side_by_side: bool = False
     """RGBNT100: one file holds RGB, NIR and TIR side by side (the crop boxes come from its width)."""
+    boxes: dict[Modality, Box] | None = None
+    """Crop boxes given by the dataset itself (the generic layout's manifest)."""
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Layout(ABC):
     """Accepted names of the dataset's own folder under the root (e.g. ``MSVR310`` or ``msvr310``)."""
     split_folders: ClassVar[dict[str, tuple[Split, ...]]]
     """Split folder -> the splits its triplets belong to (RGBNT201's ``test`` is both query and gallery)."""
+    object_kind: ObjectKind | None = None
+    """Set by the generic layout only (its records name their kind); a benchmark's kind is its dataset's."""
     protocol: ClassVar[Protocol]
     """How its query and gallery are scored, as the reference code does: "camera" removes the gallery items with
     the query's id and camera; "scene" (MSVR310 only) those with its id and scene, and then every row needs a scene."""

@@ -13,6 +13,7 @@ stays as it was. Train samples may be excluded; every exclusion is ledgered and 
 from __future__ import annotations
 
 import io
+import json
 import os
 import resource
 import time
@@ -21,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -39,7 +40,7 @@ from reidprep.progress import track
 from reidprep.stage import current_run_dir, read_stage_table
 from reidprep.step import StepFailed
 from reidprep.workdir import Workdir
-from reidschemas import MODALITIES, LedgerEntry, Protocol, SampleRecord
+from reidschemas import MODALITIES, PROTOCOLS, LedgerEntry, Protocol, SampleRecord
 from reidschemas.config import ShardsConfig
 from reidschemas.digest import file_sha256
 from reidschemas.maskcodec import decode_mask, encode_mask
@@ -249,6 +250,12 @@ def dataset_protocol(records: Sequence[SampleRecord], manifest: Path) -> tuple[P
             f"{manifest} holds records of {len(datasets)} datasets ({', '.join(datasets) or 'none'}); a shard set "
             "holds one dataset, whose layout gives its evaluation protocol: index each dataset in its own workdir"
         )
+    if datasets[0] == "generic":  # the user stated the protocol at index time; its summary records it
+        summary = manifest.parent / "summary.json"
+        protocol = json.loads(summary.read_text()).get("protocol", {}).get("name") if summary.is_file() else None
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"{summary} does not record the evaluation protocol: rerun `reidprep index --force`")
+        return cast(Protocol, protocol), "generic"
     layout = get_layout(datasets[0])
     return layout.protocol, layout.name
 
