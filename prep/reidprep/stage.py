@@ -4,9 +4,12 @@ A stage turns the manifest's triplets into rows. The work list is the manifest's
 sorted order (RGBNT201's test triplets are query and gallery at once, and are processed once), cut into chunks of
 ``chunk_size``. Chunk ``c`` is written to ``runs/<fingerprint>/parts/part-<c>.parquet`` with an explicit schema,
 atomically (temporary name, then rename): a part that exists is complete. Failures of a chunk go to
-``failures/part-<c>.parquet`` before its part is written. So:
+``failures/part-<c>.parquet`` before its part is written (one ledger entry per ``Failure``; a unit may have
+several, e.g. one per failed view, and counts once as failed). So:
 
-- a rerun skips the chunks whose part exists and gives byte-identical files; ``force`` recomputes;
+- a rerun skips the chunks whose part exists and gives byte-identical files, except a chunk with a failure the task
+  calls retryable (``StageTask.retry_on_rerun``: a provider, network or invalid-reply error), which a plain rerun
+  processes again; ``retry_failed`` redoes every chunk with failures, ``force`` every chunk;
 - a process killed at any moment loses at most the chunk in flight, and nothing is duplicated;
 - ``--num-shards N --shard-index I`` processes the chunks ``c`` with ``c % N == I``; the chunk grid does not
   depend on the sharding, so all shards together write exactly the files of one unsharded run;
@@ -36,7 +39,7 @@ import pyarrow.parquet as pq
 
 from reidprep.atomic import write_json, write_parquet
 from reidprep.index import manifest_fingerprint
-from reidprep.ledger import LEDGER_SCHEMA, write_ledger
+from reidprep.ledger import LEDGER_SCHEMA, read_ledger, write_ledger
 from reidprep.manifest import read_manifest
 from reidprep.progress import track
 from reidprep.workdir import Workdir
@@ -60,6 +63,12 @@ class Failure:
     key: str
     reason: str
     error_type: str
+    modality: str | None = None
+    """The modality whose input failed (``rgb``, ``nir``, ``tir``): the ledger names its image path."""
+
+
+UnitResult = dict[str, Any] | Failure | list[Failure]
+"""What a task gives for one unit: its row, or why it failed (several failures: one ledger entry each)."""
 
 
 class StageTask(ABC):
@@ -78,9 +87,14 @@ class StageTask(ABC):
         ``stage.json`` so ``status`` can tell when one was rerun; already part of ``identity``."""
         return {}
 
+    def retry_on_rerun(self, failure: LedgerEntry) -> bool:
+        """Whether a plain rerun processes this failed unit's chunk again (a failure a retry may fix by itself);
+        otherwise only ``--retry-failed`` or ``--force`` do."""
+        return False
+
     @abstractmethod
-    def process(self, units: Sequence[WorkUnit]) -> list[dict[str, Any] | Failure]:
-        """One row dict (matching ``schema``) or ``Failure`` per unit, in order.
+    def process(self, units: Sequence[WorkUnit]) -> Sequence[UnitResult]:
+        """One row dict (matching ``schema``), ``Failure`` or list of failures per unit, in order.
 
         Raising fails the whole call; the runner then retries the units one at a time to isolate the bad one.
         """
@@ -204,10 +218,10 @@ class _RunFolder:
         return self.failures / _part_name(chunk)
 
 
-def _process(task: StageTask, units: Sequence[WorkUnit], fail_fast: bool) -> list[dict[str, Any] | Failure]:
+def _process(task: StageTask, units: Sequence[WorkUnit], fail_fast: bool) -> list[UnitResult]:
     """Run the task; on an exception retry unit by unit so one bad unit fails alone."""
     try:
-        results = task.process(units)
+        results = list(task.process(units))
         if len(results) != len(units):
             raise RuntimeError(f"{task.name} returned {len(results)} results for {len(units)} units")
         return results
@@ -228,7 +242,7 @@ def _ledger_entries(task: StageTask, failures: list[Failure], by_key: dict[str, 
             severity="error",
             error_type=f.error_type,
             reason=f.reason,
-            path=by_key[f.key].record.rgb_path,
+            path=getattr(by_key[f.key].record, f"{f.modality or 'rgb'}_path"),
             sample_id=by_key[f.key].record.sample_id,
         )
         for f in failures
@@ -263,7 +277,10 @@ def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSum
     mine = shard_chunks(chunks, options)
     todo, skipped = [], 0
     for c in mine:
-        redo = options.force or (options.retry_failed and run.failure_part(c).is_file())
+        redo = options.force or (
+            run.failure_part(c).is_file()
+            and (options.retry_failed or any(map(task.retry_on_rerun, read_ledger(run.failure_part(c)))))
+        )
         if run.part(c).is_file() and not redo:
             skipped += len(chunks[c])
         else:
@@ -275,8 +292,8 @@ def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSum
     total = sum(len(chunks[c]) for c in todo)
     for c in track(todo, len(todo), f"{task.name} ({total} triplets in {len(todo)} chunks)", options.progress):
         results = _process(task, chunks[c], options.fail_fast)
-        rows = [r for r in results if not isinstance(r, Failure)]
-        failures = [r for r in results if isinstance(r, Failure)]
+        rows = [r for r in results if isinstance(r, dict)]
+        failures = [f for r in results if not isinstance(r, dict) for f in (r if isinstance(r, list) else [r])]
         if failures and options.fail_fast:
             first = failures[0]
             raise StageFailure(f"{task.name}: {first.key}: {first.error_type}: {first.reason}")
@@ -286,7 +303,7 @@ def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSum
             run.failure_part(c).unlink(missing_ok=True)
         write_parquet(pa.Table.from_pylist(rows, schema=schema), run.part(c))
         done += len(rows)
-        failed += len(failures)
+        failed += len(results) - len(rows)
 
     complete = all(run.part(c).is_file() for c in range(len(chunks)))
     if complete:
@@ -368,7 +385,7 @@ def stage_status(workdir: Path, stage: str) -> dict[str, Any]:
         return {"state": "not run", "done": 0, "failed": 0, "warnings": 0, "pending": units}
     meta = json.loads((run_dir / "stage.json").read_text())
     done = sum(pq.read_metadata(f).num_rows for f in (run_dir / "parts").glob("part-*.parquet"))
-    failed = len(read_failures(run_dir))
+    failed = len({e.sample_id for e in read_failures(run_dir)})  # units, not ledger entries
     state = "complete" if (run_dir / "_SUCCESS").is_file() else "incomplete"
     status = {"state": state, "done": done, "failed": failed, "warnings": 0, "pending": meta["units"] - done - failed}
     stale = len(stale_runs(workdir, stage))

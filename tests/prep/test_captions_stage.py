@@ -103,19 +103,32 @@ def test_openai_end_to_end_rerun_makes_no_request(workdir, tmp_path, monkeypatch
             assert KEY.encode() not in path.read_bytes(), path
 
 
-def test_openai_malformed_and_failed_replies_are_handled(workdir, tmp_path, monkeypatch):
+def test_openai_malformed_and_failed_replies_fail_their_triplet_and_a_rerun_asks_only_them(
+    workdir, tmp_path, monkeypatch
+):
     from fake_openai import Fault
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     with FakeOpenAI() as server:
+        # One request at a time, in query order: triplet 0's rgb view gets malformed JSON, its nir view two server
+        # errors (max_retries 1: it gives up), its tir view a rate limit and then its answer.
         server.add_faults(
             Fault.malformed(), Fault.server_error(), Fault.server_error(), Fault.rate_limit(retry_after=1)
         )
-        output = _captions(workdir, "--config", str(_openai_config(tmp_path, server)))
-        assert "captions: 12 done, 0 skipped, 0 failed" in output  # one view lost per triplet is complemented
-        notes = [n for r in read_stage_table(workdir, "captions").to_pylist() for n in json.loads(r["notes"])]
-        assert any("no answer" in n and "unusable" in n for n in notes)
-        assert any("no answer" in n and "InternalServerError" in n for n in notes)
+        config = _openai_config(tmp_path, server)
+        output = _captions(workdir, "--config", str(config))
+        assert "captions: 11 done, 0 skipped, 1 failed" in output
+        ledger = pq.read_table(workdir / "captions" / "errors.parquet").to_pylist()
+        assert [(e["error_type"], e["reason"].split(" view:")[0]) for e in ledger] == [
+            ("UnusableReply", "rgb"),
+            ("InternalServerError", "nir"),
+        ]
+        assert "malformed JSON" in ledger[0]["reason"] and ledger[0]["sample_id"] == ledger[1]["sample_id"]
+        assert "/NI/" in ledger[1]["path"] and "/RGB/" in ledger[0]["path"]
+        server.reset_log()
+        output = _captions(workdir, "--config", str(config))  # no flag: the chunk with provider failures again
+        assert server.chat_count == 2 and "4 done, 8 skipped, 0 failed" in output
+        assert pq.read_table(workdir / "captions" / "errors.parquet").num_rows == 0
 
 
 def test_openai_fatal_error_stops_the_stage(workdir, tmp_path, monkeypatch):
@@ -249,7 +262,7 @@ def test_qwen_garbage_replies_are_ledgered_and_heuristic_still_answers(workdir, 
         assert result.exit_code == 0, result.output
         assert "0 done, 0 skipped, 12 failed" in result.output
         reason = pq.read_table(workdir / "captions" / "errors.parquet").to_pylist()[0]["reason"]
-        assert "no view was described" in reason and "unusable" in reason
+        assert reason.startswith("rgb view: no valid answer (qwen: UnusableReply: unusable")
         both = _captions(workdir, "--config", str(config), "--provider", "qwen", "--provider", "heuristic",
                          "--device", "cpu")  # fmt: skip
         assert "12 done" in both

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -66,6 +67,39 @@ def test_failures_are_not_cached(server, tmp_path):
     assert isinstance(failed, RequestFailure)
     [ok] = backend.generate([ChatRequest("p")])
     assert isinstance(ok, ChatReply) and not ok.cached and server.chat_count == 2
+
+
+def _json_only(text: str) -> None:
+    json.loads(text)  # JSONDecodeError is a ValueError: the request rejects the reply
+
+
+def test_a_reply_its_request_rejects_is_not_cached_and_a_stored_one_is_asked_again(server, tmp_path):
+    """A malformed reply (the server answers, the text is unusable) is never stored, so a rerun asks again; one
+    stored before the check existed is a miss, asked again and overwritten (never replayed, even by --force)."""
+    server.handler = lambda body: "not json" if "bad" in prompt_text(body) else '{"ok": 1}'
+    backend = cached_backend(server, tmp_path / "c.sqlite", max_concurrency=1)
+    requests = [ChatRequest("good", accept=_json_only), ChatRequest("bad", accept=_json_only)]
+    first = backend.generate(requests)
+    assert [r.text for r in first if isinstance(r, ChatReply)] == ['{"ok": 1}', "not json"]  # the caller decides
+    assert len(backend.cache) == 1 and backend.cache.get(request_key(backend.identity(), requests[1])) is None
+    server.reset_log()
+    backend.generate(requests)
+    assert [prompt_text(b) for b in server.chat_bodies] == ["bad"]  # exactly the rejected one
+    server.handler = lambda body: '{"fixed": true}'
+    backend.cache.put(request_key(backend.identity(), requests[1]), ChatReply("not json"))  # a legacy entry
+    server.reset_log()
+    again = backend.generate(requests)
+    assert [prompt_text(b) for b in server.chat_bodies] == ["bad"]
+    assert [(r.text, r.cached) for r in again if isinstance(r, ChatReply)] == [
+        ('{"ok": 1}', True),
+        ('{"fixed": true}', False),
+    ]
+    stored = backend.cache.get(request_key(backend.identity(), requests[1]))
+    assert stored is not None and stored.text == '{"fixed": true}'
+    # Without a check the reply is the caller's to judge and is cached as before.
+    server.handler = lambda body: "not json"
+    [plain] = backend.generate([ChatRequest("unchecked")])
+    assert isinstance(plain, ChatReply) and plain.text == "not json" and len(backend.cache) == 3
 
 
 def test_repeats_within_a_batch_are_sent_once(server, tmp_path):

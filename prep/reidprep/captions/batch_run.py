@@ -13,9 +13,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from reidprep.captions.backends.base import ChatReply, ChatRequest
+from reidprep.captions.backends.base import ChatRequest
 from reidprep.captions.batch_api import BatchJob
-from reidprep.captions.cache import CachedBackend, request_key
+from reidprep.captions.cache import CachedBackend, request_key, usable
 from reidprep.captions.mllm import MLLMAttributeProvider
 from reidprep.captions.stage import CaptionsTask
 from reidprep.manifest import read_manifest
@@ -52,12 +52,12 @@ def run_batch_phase(task: CaptionsTask, workdir: Path, options: StageOptions) ->
     for c in shard_chunks(chunks, options):
         for unit in chunks[c]:
             triplet = task.load_triplet(unit)
-            if triplet.failure is not None:
+            if triplet.failures:
                 continue  # ledgered by the stage run itself
             for request in provider.requests(task.queries(triplet)):
                 pending.setdefault(request_key(identity, request), request)
     cached = backend.cache.get_many(list(pending))
-    todo = [(key, request) for key, request in pending.items() if key not in cached]
+    todo = [(k, request) for k, request in pending.items() if k not in cached or request.rejects(cached[k]) is not None]
     if not todo:
         return BatchPhase(True, f"batch API: all {len(pending)} attribute requests are answered")
     digest = hashlib.sha256("\n".join(key for key, _ in todo).encode()).hexdigest()[:16]
@@ -76,8 +76,8 @@ def run_batch_phase(task: CaptionsTask, workdir: Path, options: StageOptions) ->
             f"run the same command again later to collect (state {state})",
         )
     results = job.collect()
-    replies = [(key, reply) for key, reply in results.items() if isinstance(reply, ChatReply)]
+    replies = usable([(pending[key], key, reply) for key, reply in results.items()])
     backend.cache.put_many(replies)
     failed = len(results) - len(replies)
-    note = f"; {failed} failed and will be sent online" if failed else ""
+    note = f"; {failed} failed or unusable and will be sent online" if failed else ""
     return BatchPhase(True, f"batch API: collected {len(replies)} replies into the request cache{note}")

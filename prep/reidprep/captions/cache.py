@@ -2,7 +2,10 @@
 
 The key covers the backend's identity (provider, model, sampling parameters), the prompt, the image bytes, the
 response model (name and JSON schema) and ``max_tokens``: changing the prompt invalidates exactly the entries made
-with that prompt. Failures are never cached. WAL mode lets several shard processes on one machine share the file.
+with that prompt. Failures are never cached, and neither is a reply its request rejects (``ChatRequest.accept``:
+malformed JSON, too few attributes): a rerun asks again instead of replaying it, and a rejected reply found in the
+cache (written before this check existed) is a miss, asked again and overwritten. WAL mode lets several shard
+processes on one machine share the file.
 """
 
 from __future__ import annotations
@@ -119,6 +122,11 @@ class RequestCache:
         self.close()
 
 
+def usable(items: Sequence[tuple[ChatRequest, str, ChatReply | RequestFailure]]) -> list[tuple[str, ChatReply]]:
+    """The (key, reply) pairs worth caching among (request, key, reply): replies their request accepts."""
+    return [(k, r) for q, k, r in items if isinstance(r, ChatReply) and q.rejects(r) is None]
+
+
 class CachedBackend(ChatBackend):
     """Answers cached requests from ``cache`` and sends only the others (each distinct one once) to ``inner``."""
 
@@ -139,12 +147,15 @@ class CachedBackend(ChatBackend):
     def generate(self, requests: Sequence[ChatRequest]) -> list[ChatReply | RequestFailure]:
         identity = self.inner.identity()
         keys = [request_key(identity, r) for r in requests]
-        replies: dict[str, ChatReply | RequestFailure] = dict(self.cache.get_many(keys))
+        stored = self.cache.get_many(keys)
+        replies: dict[str, ChatReply | RequestFailure] = {
+            k: stored[k] for k, r in zip(keys, requests, strict=True) if k in stored and r.rejects(stored[k]) is None
+        }
         missing = {k: r for k, r in zip(keys, requests, strict=True) if k not in replies}
         if missing:
             fresh = self.inner.generate(list(missing.values()))
             replies.update(zip(missing, fresh, strict=True))
-            self.cache.put_many([(k, r) for k, r in zip(missing, fresh, strict=True) if isinstance(r, ChatReply)])
+            self.cache.put_many(usable(list(zip(missing.values(), missing, fresh, strict=True))))
         out: list[ChatReply | RequestFailure] = []
         seen: set[str] = set()
         for key in keys:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -56,12 +57,14 @@ class MLLMAttributeProvider(AttributeProvider):
 
     @staticmethod
     def requests(queries: Sequence[AttributeQuery]) -> list[ChatRequest]:
-        """The chat request of each query (also what ``--batch-api`` submits)."""
+        """The chat request of each query (also what ``--batch-api`` submits); a reply that does not parse into
+        the kind's attributes is rejected, so it is never cached."""
         return [
             ChatRequest(
                 prompt=attribute_prompt(q.kind, q.view),
                 image_jpeg=encode_jpeg(q.image),
                 response_model=attribute_model(q.kind),
+                accept=partial(parse_attributes, kind=q.kind),
             )
             for q in queries
         ]

@@ -7,6 +7,14 @@ by an LLM, and every caption is validated (an LLM caption that fails is regenera
 Length never fails a triplet: a caption longer than CLIP's 77 tokens is kept whole and noted, and tokenisation
 truncates it (end-of-text kept) as the reference code does. An LLM caption that is too long is asked for once more,
 shorter; a template caption is shortened only with ``captions.shorten_to_clip``.
+
+A view that no provider answered validly (request failed, reply unusable) fails its triplet: no row, and one ledger
+entry per such view naming the view, its image and each provider's reason. A row is never built from fewer views than
+configured, because nothing downstream could tell: build-shards would train on the "unknown" attributes the missing
+view left, while a missing row is excluded there (train) or refused (test, unless allowed), and rerun. Such failures
+are retryable (``retry_on_rerun``): a plain rerun redoes their chunks, asking only the views not in the request cache
+(unusable replies are never cached), so a rerun after the server is fixed gives the rows of a clean run. A view that
+one provider answered while another failed keeps its row; the failure is in ``notes``.
 """
 
 from __future__ import annotations
@@ -27,8 +35,8 @@ from reidprep.captions.render import llm_fusion_prompt, render
 from reidprep.captions.validate import CLIP_CONTEXT, clip_token_count, length_note, repair_caption, validate_caption
 from reidprep.images import load_modality
 from reidprep.masks.fusion import resize_mask
-from reidprep.stage import Failure, StageTask, WorkUnit
-from reidschemas import MODALITIES, AttributeSet, Modality, ObjectKind, attribute_model
+from reidprep.stage import Failure, StageTask, UnitResult, WorkUnit
+from reidschemas import MODALITIES, AttributeSet, LedgerEntry, Modality, ObjectKind, attribute_model
 from reidschemas.config import CaptionsConfig
 from reidschemas.maskcodec import decode_mask
 
@@ -90,7 +98,12 @@ class _Triplet:
     masks: dict[Modality, np.ndarray] | None
     answers: dict[View, dict[str, AttributeSet]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    failure: Failure | None = None
+    failures: list[Failure] = field(default_factory=list)
+
+
+PERMANENT_ERRORS = frozenset({"UnreadableImage", "MissingCaption", "InvalidCaption"})
+"""Failures a plain rerun would only repeat: an image that does not load, a caption missing from the imported
+release, a caption that fails validation (template captions are deterministic; an LLM's comes from the cache)."""
 
 
 class CaptionsTask(StageTask):
@@ -129,31 +142,38 @@ class CaptionsTask(StageTask):
     def inputs(self) -> dict[str, str | None]:
         return {"masks": self.masks_fingerprint}
 
+    def retry_on_rerun(self, failure: LedgerEntry) -> bool:
+        """Views without a valid answer (provider, network, unusable reply) are asked again by a plain rerun."""
+        return failure.error_type not in PERMANENT_ERRORS
+
     # ------------------------------------------------------------------------------------------- processing
-    def process(self, units: Sequence[WorkUnit]) -> list[dict[str, Any] | Failure]:
+    def process(self, units: Sequence[WorkUnit]) -> list[UnitResult]:
         if self.providers.imported is not None:
             return [self._imported(unit) for unit in units]
         triplets = [self.load_triplet(unit) for unit in units]
-        live = [t for t in triplets if t.failure is None]
+        live = [t for t in triplets if not t.failures]
         self._describe(live)
-        merged = {t.unit.key: self._merge(t) for t in live if t.failure is None}
-        captions = self._captions([t for t in live if t.failure is None], merged)
-        rows: list[dict[str, Any] | Failure] = []
+        merged = {t.unit.key: self._merge(t) for t in live if not t.failures}
+        captions = self._captions([t for t in live if not t.failures], merged)
+        rows: list[UnitResult] = []
         for t in triplets:
-            if t.failure is not None:
-                rows.append(t.failure)
+            if t.failures:
+                rows.append(t.failures)
             else:
                 rows.append(self._row(t, merged[t.unit.key], captions[t.unit.key]))
         return rows
 
     def load_triplet(self, unit: WorkUnit) -> _Triplet:
         kind = unit.record.kind
-        try:
-            images = {m: load_modality(unit.record, m) for m in MODALITIES}
-        except (OSError, ValueError) as exc:
-            triplet = _Triplet(unit, kind, {}, None)
-            triplet.failure = Failure(unit.key, f"cannot read an image: {exc}", type(exc).__name__)
-            return triplet
+        images: dict[Modality, np.ndarray] = {}
+        for m in MODALITIES:
+            try:
+                images[m] = load_modality(unit.record, m)
+            except (OSError, ValueError) as exc:
+                triplet = _Triplet(unit, kind, {}, None)
+                reason = f"cannot read an image: {type(exc).__name__}: {exc}"
+                triplet.failures.append(Failure(unit.key, reason, "UnreadableImage", m))
+                return triplet
         masks = None
         if self.masks is not None and unit.key in self.masks:
             height, width, data = self.masks[unit.key]
@@ -176,9 +196,11 @@ class CaptionsTask(StageTask):
         return queries
 
     def _describe(self, triplets: list[_Triplet]) -> None:
-        """Ask every provider about every view of the chunk at once (remote providers overlap requests)."""
+        """Ask every provider about every view of the chunk at once (remote providers overlap requests); a view no
+        provider answered is a failure of its triplet (ledgered with the view's image and every provider's reason),
+        a provider's failure on a view another answered is a note."""
         queries = [(t, q) for t in triplets for q in self.queries(t)]
-        failed: dict[tuple[str, View], list[str]] = {}
+        failed: dict[tuple[str, View], list[RequestFailure]] = {}
         for provider in self.providers.attribute:
             answers = provider.describe([q for _, q in queries])
             for (t, query), answer in zip(queries, answers, strict=True):
@@ -186,17 +208,20 @@ class CaptionsTask(StageTask):
                     t.answers.setdefault(query.view, {})[provider.name] = answer.attributes
                     t.notes.extend(f"{provider.name}/{query.view}: repaired {r}" for r in answer.repairs)
                 else:
-                    failed.setdefault((t.unit.key, query.view), []).append(
-                        f"{provider.name}: {answer.error_type}: {answer.reason}"
-                    )
+                    reason = f"{provider.name}: {answer.error_type}: {answer.reason}"
+                    failed.setdefault((t.unit.key, query.view), []).append(RequestFailure(reason, answer.error_type))
         for t in triplets:
             for view in self.config.views:
-                reasons = failed.get((t.unit.key, view))
-                if reasons and view not in t.answers:
-                    t.notes.append(f"{view}: no answer ({'; '.join(reasons)})")
-            if not t.answers:
-                reasons = [r for v in self.config.views for r in failed.get((t.unit.key, v), [])]
-                t.failure = Failure(t.unit.key, "no view was described: " + "; ".join(reasons), "NoAttributes")
+                failures = failed.get((t.unit.key, view), [])
+                reasons = "; ".join(f.reason for f in failures)
+                if view in t.answers:
+                    if failures:
+                        t.notes.append(f"{view}: {reasons} (answered by {', '.join(t.answers[view])})")
+                    continue
+                error_type = failures[0].error_type if failures else "NoAnswer"
+                modality = view if view in MODALITIES else None  # the composite is all three: the rgb path
+                reason = f"{view} view: no valid answer ({reasons or 'no provider answered'})"
+                t.failures.append(Failure(t.unit.key, reason, error_type, modality))
 
     def _merge(self, t: _Triplet) -> dict[str, Merged]:
         per_view = {view: best_of(list(sets.values())) for view, sets in t.answers.items()}
@@ -214,7 +239,7 @@ class CaptionsTask(StageTask):
         return self.config.colours_in_infrared_captions if target in ("nir", "tir") else None
 
     def _captions(self, triplets: list[_Triplet], merged: dict[str, dict[str, Merged]]) -> dict[str, dict[str, str]]:
-        """Captions per triplet and target; a triplet whose captions fail validation gets ``failure`` set.
+        """Captions per triplet and target; a triplet whose captions fail validation gets a failure.
 
         Length is not validation: a long caption is kept (``_row`` notes it).
         """
@@ -236,8 +261,10 @@ class CaptionsTask(StageTask):
             self._llm_captions(jobs, merged, out)
         for t, target in jobs:
             problems = self._problems(out[t.unit.key][target], merged, t, target)
-            if problems and t.failure is None:
-                t.failure = Failure(t.unit.key, f"{target} caption invalid: {'; '.join(problems)}", "InvalidCaption")
+            if problems and not t.failures:
+                t.failures.append(
+                    Failure(t.unit.key, f"{target} caption invalid: {'; '.join(problems)}", "InvalidCaption")
+                )
         return out
 
     def _llm_captions(
@@ -272,7 +299,8 @@ class CaptionsTask(StageTask):
                     "using only the attributes above, most distinctive first."
                 )
                 t.notes.append(f"{target} caption of {tokens} CLIP tokens: asked once for a shorter one")
-        texts.update(self._ask(retry))
+        failed: dict[tuple[str, str], RequestFailure] = {}
+        texts.update(self._ask(retry, failed))
         for t, target in jobs:
             key = (t.unit.key, target)
             if key in retry and not self._problems(first[key], merged, t, target):
@@ -280,14 +308,20 @@ class CaptionsTask(StageTask):
                 if problems:  # the shorter caption is worse than the long one: keep the long one
                     texts[key] = first[key]
                     t.notes.append(f"{target} shorter caption rejected ({'; '.join(problems)}): kept the first")
+            if key in failed and not texts[key] and not t.failures:  # a provider error, retryable (not invalid)
+                reason = f"{target} caption: the fusion LLM's request failed: {failed[key].reason}"
+                t.failures.append(Failure(t.unit.key, reason, failed[key].error_type))
             out[t.unit.key][target] = texts[key]
 
     def _problems(self, text: str, merged: dict[str, dict[str, Merged]], t: _Triplet, target: Target) -> list[str]:
         attributes = merged[t.unit.key][target].attributes
         return validate_caption(text, attributes, t.kind, target, colours=self._colours(target))
 
-    def _ask(self, prompts: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
-        """Send caption prompts to the fusion LLM; a failed request gives an empty caption (then invalid)."""
+    def _ask(
+        self, prompts: dict[tuple[str, str], str], failed: dict[tuple[str, str], RequestFailure] | None = None
+    ) -> dict[tuple[str, str], str]:
+        """Send caption prompts to the fusion LLM; a failed request gives an empty caption (then invalid), and its
+        failure in ``failed``."""
         if not prompts:
             return {}
         assert self.providers.fusion is not None
@@ -297,12 +331,14 @@ class CaptionsTask(StageTask):
         for key, reply in zip(keys, replies, strict=True):
             self.fusion_usage.add(self.providers.fusion.model, reply)
             texts[key] = "" if isinstance(reply, RequestFailure) else repair_caption(reply.text)
+            if isinstance(reply, RequestFailure) and failed is not None:
+                failed[key] = reply
         return texts
 
     # ------------------------------------------------------------------------------------------------- rows
-    def _row(self, t: _Triplet, merged: dict[str, Merged], captions: dict[str, str]) -> dict[str, Any] | Failure:
-        if t.failure is not None:
-            return t.failure
+    def _row(self, t: _Triplet, merged: dict[str, Merged], captions: dict[str, str]) -> UnitResult:
+        if t.failures:
+            return t.failures
         rules = visibility(t.kind)
         tokens = _length_notes(captions, t.notes)
         row: dict[str, Any] = {

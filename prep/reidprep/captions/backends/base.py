@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,6 +21,19 @@ class ChatRequest:
     response_model: type[BaseModel] | None = None
     """Ask for structured output in this schema where the server supports it (the reply is still text)."""
     max_tokens: int = 1024
+    accept: Callable[[str], object] | None = field(default=None, compare=False, repr=False)
+    """Raises ``ValueError`` (the reason) when a reply's text is unusable, e.g. JSON outside the schema; the request
+    cache keeps only the replies it accepts. Not part of the request's identity."""
+
+    def rejects(self, reply: ChatReply) -> str | None:
+        """Why ``reply`` is unusable for this request, or None when it is usable (or nothing checks it)."""
+        if self.accept is None:
+            return None
+        try:
+            self.accept(reply.text)
+        except ValueError as exc:
+            return str(exc) or type(exc).__name__
+        return None
 
 
 @dataclass(frozen=True)
