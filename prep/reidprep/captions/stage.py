@@ -20,9 +20,10 @@ one provider answered while another failed keeps its row; the failure is in ``no
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -262,9 +263,9 @@ class CaptionsTask(StageTask):
         for t, target in jobs:
             problems = self._problems(out[t.unit.key][target], merged, t, target)
             if problems and not t.failures:
-                t.failures.append(
-                    Failure(t.unit.key, f"{target} caption invalid: {'; '.join(problems)}", "InvalidCaption")
-                )
+                # a template caption is deterministic (permanent); an LLM's may come out valid when asked again
+                error = "InvalidCaption" if self.providers.fusion is None else "InvalidLLMCaption"
+                t.failures.append(Failure(t.unit.key, f"{target} caption invalid: {'; '.join(problems)}", error))
         return out
 
     def _llm_captions(
@@ -278,7 +279,8 @@ class CaptionsTask(StageTask):
         prompts: dict[tuple[str, str], str] = {
             (t.unit.key, tg): llm_fusion_prompt(merged[t.unit.key][tg], t.kind) for t, tg in jobs
         }
-        texts = self._ask(prompts)
+        check = partial(self._fusion_problems, merged=merged, triplets={t.unit.key: t for t, _ in jobs})
+        texts = self._ask(prompts, check=check)
         first = dict(texts)
         retry: dict[tuple[str, str], str] = {}
         for t, target in jobs:
@@ -300,7 +302,7 @@ class CaptionsTask(StageTask):
                 )
                 t.notes.append(f"{target} caption of {tokens} CLIP tokens: asked once for a shorter one")
         failed: dict[tuple[str, str], RequestFailure] = {}
-        texts.update(self._ask(retry, failed))
+        texts.update(self._ask(retry, failed, check=check))
         for t, target in jobs:
             key = (t.unit.key, target)
             if key in retry and not self._problems(first[key], merged, t, target):
@@ -317,16 +319,32 @@ class CaptionsTask(StageTask):
         attributes = merged[t.unit.key][target].attributes
         return validate_caption(text, attributes, t.kind, target, colours=self._colours(target))
 
+    def _fusion_problems(
+        self, key: tuple[str, str], text: str, *, merged: dict[str, dict[str, Merged]], triplets: dict[str, _Triplet]
+    ) -> None:
+        """``ChatRequest.accept`` of a fusion caption: raises ValueError when the caption fails validation, so the
+        request cache never keeps an invalid caption (a rerun asks again instead of replaying it)."""
+        problems = self._problems(repair_caption(text), merged, triplets[key[0]], cast(Target, key[1]))
+        if problems:
+            raise ValueError("; ".join(problems))
+
     def _ask(
-        self, prompts: dict[tuple[str, str], str], failed: dict[tuple[str, str], RequestFailure] | None = None
+        self,
+        prompts: dict[tuple[str, str], str],
+        failed: dict[tuple[str, str], RequestFailure] | None = None,
+        check: Callable[[tuple[str, str], str], None] | None = None,
     ) -> dict[tuple[str, str], str]:
         """Send caption prompts to the fusion LLM; a failed request gives an empty caption (then invalid), and its
-        failure in ``failed``."""
+        failure in ``failed``. ``check`` (key, text) raises ValueError for a caption the cache must not keep."""
         if not prompts:
             return {}
         assert self.providers.fusion is not None
         keys = list(prompts)
-        replies = self.providers.fusion.generate([ChatRequest(prompt=prompts[k], max_tokens=200) for k in keys])
+        requests = [
+            ChatRequest(prompt=prompts[k], max_tokens=200, accept=None if check is None else partial(check, k))
+            for k in keys
+        ]
+        replies = self.providers.fusion.generate(requests)
         texts = {}
         for key, reply in zip(keys, replies, strict=True):
             self.fusion_usage.add(self.providers.fusion.model, reply)
