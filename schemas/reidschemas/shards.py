@@ -94,6 +94,11 @@ def _nonzero(counts: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in sorted(counts.items()) if v}
 
 
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def index_problems(info: object) -> list[str]:
     """What is wrong with a parsed ``dataset.json`` on its own (shape, schema version, sums); empty when sound.
 
@@ -102,17 +107,17 @@ def index_problems(info: object) -> list[str]:
     if not isinstance(info, dict):
         return [f"holds a JSON {type(info).__name__}, not an object"]
     version = info.get("schema_version")
-    if version != SHARD_SCHEMA_VERSION:
+    if "schema_version" in info and version != SHARD_SCHEMA_VERSION:  # absent: named with the other missing keys
         return [f"shard schema version {version}, this code reads {SHARD_SCHEMA_VERSION}"]
     try:
         index = ShardSetIndex.model_validate(info)
     except ValidationError as exc:
         return [
             f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg'].lower()}"
-            + ("" if e["type"] == "missing" else f" (got {e['input']!r})")
+            + ("" if e["type"] == "missing" else f" (got {_short(e['input'])})")
             for e in exc.errors()
         ][:10]
-    problems = []
+    problems: list[str] = []
     files = Counter(s.file for s in index.shards)
     problems += [f"{name} is listed {n} times" for name, n in sorted(files.items()) if n > 1]
     for shard in index.shards:
