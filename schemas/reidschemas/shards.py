@@ -5,15 +5,27 @@ One row per manifest record (RGBNT201's test triplets appear as query and as gal
 token mask is the fraction of foreground pixels under every ViT patch (row-major over the patch grid) and its
 thresholded form. ``dataset.json`` beside the shards indexes them; its ``protocol`` ("camera" or "scene") and
 ``dataset`` (the layout that declared it) say how query and gallery are scored (``read_protocol``).
+
+``dataset.json``'s shape and arithmetic (``index_problems``, ``read_index``) and a shard file's size and SHA-256
+(``shard_file_problem``) are checked here, once for both sides: ``reidprep validate-shards`` and the trainer's
+reader (``reidtrain.data.shards.ShardIndex.load``) refuse the same faults with the same words.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from pathlib import Path
 from typing import Any, cast
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 
+from reidschemas.digest import file_sha256
 from reidschemas.records import PROTOCOLS, Protocol
+
+INDEX_NAME = "dataset.json"
+SHARD_GLOB = "shard-*.parquet"
 
 SHARD_SCHEMA_VERSION = "1"
 
@@ -49,6 +61,110 @@ an image is its (height, width, 3) uint8 pixels, row-major (``decode_image`` rea
 (rows, cols) of the patch grid; ``token_fraction`` has rows * cols values in [0, 1]. ``mask``, the token fields,
 the captions and ``attributes`` (merged attributes as JSON) are null where the stage did not produce them and the
 build was told to include such samples."""
+
+
+class ShardEntry(BaseModel):
+    """One shard as ``dataset.json`` lists it (other keys are allowed and kept)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    file: str = Field(pattern=r"^shard-\d{5,}\.parquet$")  # a plain name inside the shards folder
+    rows: NonNegativeInt
+    bytes: NonNegativeInt  # the file's size
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    rows_per_split: dict[str, NonNegativeInt]
+
+
+class ShardSetIndex(BaseModel):
+    """The keys of ``dataset.json`` that readers rely on (``build-shards`` writes more: inputs, config, ...)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    schema_version: str
+    rows: NonNegativeInt
+    rows_per_split: dict[str, NonNegativeInt]
+    shards: list[ShardEntry]
+
+
+class ShardIndexError(ValueError):
+    """``dataset.json`` is malformed or contradicts itself or its shards; the message is one line."""
+
+
+def _nonzero(counts: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in sorted(counts.items()) if v}
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def index_problems(info: object) -> list[str]:
+    """What is wrong with a parsed ``dataset.json`` on its own (shape, schema version, sums); empty when sound.
+
+    The sums catch a tampered ``rows`` or ``rows_per_split`` and a shard dropped from the list.
+    """
+    if not isinstance(info, dict):
+        return [f"holds a JSON {type(info).__name__}, not an object"]
+    version = info.get("schema_version")
+    if "schema_version" in info and version != SHARD_SCHEMA_VERSION:  # absent: named with the other missing keys
+        return [f"shard schema version {version}, this code reads {SHARD_SCHEMA_VERSION}"]
+    try:
+        index = ShardSetIndex.model_validate(info)
+    except ValidationError as exc:
+        return [
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg'].lower()}"
+            + ("" if e["type"] == "missing" else f" (got {_short(e['input'])})")
+            for e in exc.errors()
+        ][:10]
+    problems: list[str] = []
+    files = Counter(s.file for s in index.shards)
+    problems += [f"{name} is listed {n} times" for name, n in sorted(files.items()) if n > 1]
+    for shard in index.shards:
+        if sum(shard.rows_per_split.values()) != shard.rows:
+            problems.append(f"{shard.file}: rows_per_split adds up to {sum(shard.rows_per_split.values())}, "
+                            f"rows says {shard.rows}")  # fmt: skip
+    listed = sum(s.rows for s in index.shards)
+    if listed != index.rows:
+        problems.append(f"rows says {index.rows}, the listed shards hold {listed} (a shard dropped or rows changed)")
+    summed: Counter[str] = Counter()
+    for shard in index.shards:
+        summed.update(shard.rows_per_split)
+    if _nonzero(dict(summed)) != _nonzero(index.rows_per_split):
+        problems.append(f"rows_per_split says {_nonzero(index.rows_per_split)}, the listed shards hold "
+                        f"{_nonzero(dict(summed))}")  # fmt: skip
+    return problems
+
+
+def read_index(shards_dir: Path) -> tuple[dict[str, Any], ShardSetIndex]:
+    """``dataset.json`` of ``shards_dir``, raw and validated. FileNotFoundError when absent; ``ShardIndexError``
+    (one line naming the file, what is wrong and the way out) when it is not valid JSON or ``index_problems``."""
+    path = Path(shards_dir) / INDEX_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {INDEX_NAME} in {shards_dir}: not a shards folder, or its build did not finish; "
+            "write it with `reidprep build-shards`"
+        )
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ShardIndexError(
+            f"{path} is not valid JSON ({exc}): rebuild with `reidprep build-shards --force`"
+        ) from exc
+    problems = index_problems(info)
+    if problems:
+        raise ShardIndexError(f"{path}: {'; '.join(problems)}: rebuild with `reidprep build-shards --force`")
+    return info, ShardSetIndex.model_validate(info)
+
+
+def shard_file_problem(path: Path, entry: ShardEntry) -> str | None:
+    """Why the shard file at ``path`` is not the one ``entry`` lists (size, then SHA-256 of every byte), or None."""
+    size = path.stat().st_size
+    if size != entry.bytes:
+        return f"{size} bytes, dataset.json says {entry.bytes} (the file changed or is another shard)"
+    if file_sha256(path) != entry.sha256:
+        return "checksum differs from dataset.json (SHA-256: the file changed, is corrupt, or is another shard)"
+    return None
 
 
 def read_protocol(info: dict[str, Any], path: object) -> tuple[Protocol, str]:

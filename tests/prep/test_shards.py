@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -229,3 +236,99 @@ def test_a_refusal_names_the_first_rows_and_counts_the_rest(prepared, tmp_path):
     named = [sample_id for sample_id in test_ids if sample_id in message]
     assert len(named) == SHOWN_EXCLUSIONS < len(test_ids)
     assert f"and {len(test_ids) - SHOWN_EXCLUSIONS} more" in message and "no masks and no captions output" in message
+
+
+# --- No leftovers, full disk (issue 16, points 5 and 6) -----------------------------------------------------------
+
+_SLOW_BUILD = """
+import sys, time
+from pathlib import Path
+import reidprep.shards.build as build
+from reidschemas.config import ShardsConfig
+
+real = build.load_modality
+build.load_modality = lambda record, modality: (time.sleep(0.05), real(record, modality))[1]  # room for a kill
+build.build_shards(Path(sys.argv[1]), ShardsConfig(row_group_rows=2, workers=1), out_dir=Path(sys.argv[2]), force=True)
+"""
+
+
+def _build_and_signal(workdir: Path, out: Path, signum: int) -> tuple[int, list[str]]:
+    """Run build-shards in a child process, send ``signum`` once its first temporary shard exists; (exit status,
+    the temporary names seen at that moment)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, str(workdir), str(out)], env=env)
+    deadline = time.monotonic() + 120
+    seen: list[str] = []
+    while not seen and child.poll() is None and time.monotonic() < deadline:
+        seen = [p.name for p in out.glob(".shard-*.tmp-*")]
+        time.sleep(0.01)
+    child.send_signal(signum)
+    assert seen, "the build ended before it wrote a temporary shard"
+    assert all(name.endswith(f".tmp-{socket.gethostname()}-{child.pid}") for name in seen), seen
+    return child.wait(timeout=120), seen
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_terminated_or_interrupted_build_removes_its_temporaries_and_keeps_the_previous_set(
+    prepared, tmp_path, signum
+):
+    build_shards(prepared, ShardsConfig(row_group_rows=2), out_dir=tmp_path / "s")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()}
+    status, _ = _build_and_signal(prepared, tmp_path / "s", signum)
+    assert status == {signal.SIGTERM: 143, signal.SIGINT: -signal.SIGINT}[signum]  # stopped as by the signal
+    assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == before  # no temporary, nothing lost
+    assert validate_shards(tmp_path / "s") == {}
+
+
+def test_a_killed_builds_temporaries_are_removed_by_the_next_start(prepared, tmp_path):
+    """SIGKILL cannot be caught: its temporary shard stays until the next build starts, which removes it (and a
+    planted one of a dead process, an old-style name), says so, and leaves a live process's file alone."""
+    out = tmp_path / "s"
+    build_shards(prepared, ShardsConfig(row_group_rows=2), out_dir=out)
+    status, seen = _build_and_signal(prepared, out, signal.SIGKILL)
+    assert status == -signal.SIGKILL
+    assert set(seen) <= {p.name for p in out.glob(".shard-*.tmp-*")}  # left behind
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    planted = [out / f".shard-00003.parquet.tmp-{socket.gethostname()}-{dead.stdout.strip()}",
+               out / f".dataset.json.tmp-{dead.stdout.strip()}"]  # fmt: skip
+    live = out / f".shard-00000.parquet.tmp-{socket.gethostname()}-1"  # pid 1 runs: its writer is alive
+    for path in (*planted, live):
+        path.write_bytes(b"partial")
+    summary = build_shards(prepared, ShardsConfig(row_group_rows=2), out_dir=out)  # skipped: already built
+    assert summary.skipped and f"removed {len(seen) + 2} temporary file(s)" in summary.line()
+    assert [p.name for p in out.glob(".*.tmp-*")] == [live.name]
+    assert validate_shards(out) == {}
+
+
+@pytest.mark.parametrize("how", ["dev-full", "patched"])
+def test_a_full_disk_names_the_path_and_bytes_and_keeps_the_previous_set(prepared, tmp_path, monkeypatch, how):
+    """ENOSPC while a shard is written: real where the first temporary shard's name can point at /dev/full; else
+    the lowest Python-visible write (pyarrow's ``write_table``) raises it on the second row group. One line naming
+    the shard and the bytes needed; the previous set unchanged; no temporary file left."""
+    from reidschemas.safeio import DiskFull, temporary_path
+
+    out = tmp_path / "s"
+    build_shards(prepared, ShardsConfig(row_group_rows=4), out_dir=out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    if how == "dev-full":
+        if not Path("/dev/full").exists():
+            pytest.skip("needs /dev/full (Linux)")
+        temporary_path(out / "shard-00000.parquet").symlink_to("/dev/full")
+    else:
+        real, calls = pq.ParquetWriter.write_table, []
+
+        def write_table(self, table, *args, **kwargs):
+            calls.append(table.num_rows)
+            if len(calls) == 2:
+                assert temporary_path(out / "shard-00000.parquet").stat().st_size > 0  # there is something to clean
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(self, table, *args, **kwargs)
+
+        monkeypatch.setattr(pq.ParquetWriter, "write_table", write_table)
+    with pytest.raises(DiskFull) as full:
+        build_shards(prepared, ShardsConfig(row_group_rows=4), out_dir=out, force=True)
+    message = str(full.value)
+    assert "\n" not in message and str(out / "shard-00000.parquet") in message and "256.0 MiB needed" in message
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.undo()
+    assert validate_shards(out) == {}

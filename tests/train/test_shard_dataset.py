@@ -205,3 +205,151 @@ def test_shard_items_give_the_model_ready_row(shards: Path) -> None:
             else:
                 assert "label" not in row
     torch.testing.assert_close(query_items[0]["images"], query_items[0]["images"])  # eval is deterministic
+
+
+# --- Verification at first open (issue 16, point 1) ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def multi(shards: Path, tmp_path_factory) -> Path:
+    """The same workdir built into several small shards (for swapped and dropped shards)."""
+    out = tmp_path_factory.mktemp("multi") / "shards"
+    build_shards(shards.parent, ShardsConfig(missing="null", row_group_rows=4, target_shard_mb=0.02), out_dir=out)
+    assert len(list(out.glob("shard-*.parquet"))) >= 3
+    return out
+
+
+def _flip_image_byte(folder: Path) -> str:
+    """Flip one byte in the middle of shard 0's rgb column chunk; the footer and the split column stay readable."""
+    path = folder / "shard-00000.parquet"
+    meta = pq.read_metadata(path)
+    rgb = meta.row_group(0).column(meta.schema.to_arrow_schema().get_field_index("rgb"))
+    data = bytearray(path.read_bytes())
+    data[rgb.data_page_offset + rgb.total_compressed_size // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert pq.read_table(path, columns=["split"]).num_rows == meta.num_rows  # a row count check cannot see it
+    return path.name
+
+
+def _edit_index(folder: Path, edit) -> None:
+    info = json.loads((folder / "dataset.json").read_text())
+    (folder / "dataset.json").write_text(json.dumps(edit(info)) if not isinstance(edit, str) else edit)
+
+
+def _wrong_sha(folder: Path) -> str:
+    _edit_index(folder, lambda i: {**i, "shards": [{**i["shards"][0], "sha256": "0" * 64}, *i["shards"][1:]]})
+    return "shard-00000.parquet"
+
+
+def _wrong_rows(folder: Path) -> str:
+    _edit_index(folder, lambda i: {**i, "rows": i["rows"] + 1})
+    return "rows says"
+
+
+def _swapped(folder: Path) -> str:
+    a, b = folder / "shard-00000.parquet", folder / "shard-00001.parquet"
+    a.rename(folder / "tmp")
+    b.rename(a)
+    (folder / "tmp").rename(b)
+    return "shard-00000.parquet"
+
+
+def _tampered_rows_per_split(folder: Path) -> str:
+    def edit(info: dict) -> dict:
+        counts = info["rows_per_split"]
+        return {**info, "rows_per_split": {**counts, "train": counts["train"] + 1, "query": counts["query"] - 1}}
+
+    _edit_index(folder, edit)  # the total stays right
+    return "rows_per_split says"
+
+
+def _dropped(folder: Path) -> str:
+    _edit_index(folder, lambda i: {**i, "shards": i["shards"][:-1]})
+    return "a shard dropped"
+
+
+FAULTS = {
+    "flipped image byte": _flip_image_byte,
+    "wrong sha256": _wrong_sha,
+    "wrong rows": _wrong_rows,
+    "swapped files": _swapped,
+    "tampered rows_per_split": _tampered_rows_per_split,
+    "dropped shard": _dropped,
+    "empty object": lambda f: (_edit_index(f, "{}"), "schema_version: field required")[1],
+    "shards null": lambda f: (_edit_index(f, lambda i: {**i, "shards": None}), "shards: input should be")[1],
+    "a list": lambda f: (_edit_index(f, "[]"), "not an object")[1],
+    "not json": lambda f: (_edit_index(f, '{"schema_version": '), "not valid JSON")[1],
+    "entry without sha256": lambda f: (
+        _edit_index(f, lambda i: {**i, "shards": [{k: v for k, v in s.items() if k != "sha256"} for s in i["shards"]]}),
+        "shards.0.sha256: field required",
+    )[1],
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_faulty_shard_set_is_refused_by_the_reader_fit_and_validate_shards(
+    multi: Path, tmp_path: Path, fault: str
+) -> None:
+    """Each fault: ``ShardIndex.load`` raises naming the file, ``reidtrain fit`` exits 2 with that one line before
+    anything is written, and ``validate-shards`` exits 1 naming it too; never a traceback. The intact copy loads."""
+    from reidtrain.cli import app as train_app
+
+    folder = tmp_path / "s"
+    shutil.copytree(multi, folder)
+    ShardIndex.load(folder)  # intact: loads
+    named = FAULTS[fault](folder)
+    with pytest.raises(ValueError) as refused:
+        ShardIndex.load(folder)
+    assert named in str(refused.value) and "\n" not in str(refused.value)
+    assert str(folder) in str(refused.value) and "reidprep build-shards" in str(refused.value)
+
+    args = ["fit", "--shards", str(folder), "--output", str(tmp_path / "run"), "--no-progress", "--epochs", "1"]
+    result = CliRunner().invoke(train_app, [*args, "--random-init", "--recipe", "baseline-tiny-demo"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and named in " ".join(result.output.split())
+    assert not (tmp_path / "run").exists()
+
+    checked = CliRunner().invoke(app, ["validate-shards", "--shards", str(folder)])
+    assert checked.exit_code == 1 and "Traceback" not in checked.output, checked.output
+    assert named in checked.output
+
+
+def test_validate_shards_names_an_unlisted_shard_file(multi: Path, tmp_path: Path) -> None:
+    """A shard file the index does not list (left by another build) is named; the reader reads the listed ones."""
+    folder = tmp_path / "s"
+    shutil.copytree(multi, folder)
+    shutil.copy(folder / "shard-00000.parquet", folder / "shard-00099.parquet")
+    result = CliRunner().invoke(app, ["validate-shards", "--shards", str(folder)])
+    assert result.exit_code == 1
+    assert "shard-00099.parquet: not listed in dataset.json" in result.output
+    assert (
+        sum(g.rows for g in ShardIndex.load(folder).row_groups)
+        == json.loads((folder / "dataset.json").read_text())["rows"]
+    )
+
+
+def test_each_shard_is_hashed_once_per_process_and_a_later_change_is_refused(
+    multi: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second load does not hash again; a dataset whose file changes after verification refuses to read it (a
+    stat at first open: DataLoader workers never hash)."""
+    import reidschemas.shards
+
+    folder = tmp_path / "s"
+    shutil.copytree(multi, folder)
+    files = len(json.loads((folder / "dataset.json").read_text())["shards"])
+    hashed: list[Path] = []
+    real = reidschemas.shards.file_sha256
+    monkeypatch.setattr(reidschemas.shards, "file_sha256", lambda p: hashed.append(p) or real(p))
+    index = ShardIndex.load(folder)
+    assert len(hashed) == files
+    ShardIndex.load(folder)
+    assert len(hashed) == files  # cached by (path, inode, size, mtime, sha256)
+    dataset = ShardDataset(folder, "train", index=index)
+    clone = pickle.loads(pickle.dumps(dataset))  # what a DataLoader worker receives
+    _flip_image_byte(folder)
+    with pytest.raises(ValueError, match=r"shard-00000.parquet changed after it was verified"):
+        clone[0]
+    with pytest.raises(ValueError, match=r"shard-00000.parquet: checksum differs"):
+        ShardIndex.load(folder)
+    assert len(hashed) == files + 1  # the changed file only

@@ -1,9 +1,12 @@
 """``reidprep build-shards``: manifest + masks + captions -> size-bounded Parquet shards and ``dataset.json``.
 
 Records stream through in the manifest's canonical order, a row group at a time (images decoded, resized and
-encoded by a thread pool; PIL releases the GIL), so memory stays bounded whatever the dataset size. Shards are
-written under temporary names and renamed; ``dataset.json`` is written last, so a reader never sees a half-built
-set. The same inputs and settings give byte-identical shards.
+encoded by a thread pool; PIL releases the GIL), so memory stays bounded whatever the dataset size. The new set
+(shards, ``errors.parquet``, ``dataset.json``) is written and fsynced under this process's temporary names
+(``.NAME.tmp-HOST-PID``), then swapped in by renames, ``dataset.json`` last, so a reader never sees a half-built set
+and a full disk (``DiskFull``, one line) leaves the previous set as it was. A failure, Ctrl-C or SIGTERM removes
+this build's temporaries; a SIGKILLed build's are removed by the next start. The same inputs and settings give
+byte-identical shards.
 
 A query or gallery sample is never left out silently: a missing input or an unreadable image there makes
 ``build_shards`` refuse (``QueryGalleryExcluded``, naming the rows) unless ``allow_test_exclusions``; the previous set
@@ -12,6 +15,7 @@ stays as it was. Train samples may be excluded; every exclusion is ledgered and 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -44,11 +48,12 @@ from reidschemas import MODALITIES, PROTOCOLS, LedgerEntry, Protocol, SampleReco
 from reidschemas.config import ShardsConfig
 from reidschemas.digest import file_sha256
 from reidschemas.maskcodec import decode_mask, encode_mask
-from reidschemas.shards import SHARD_SCHEMA, SHARD_SCHEMA_VERSION
+from reidschemas.safeio import disk_full_guard, fsync_dir, remove_dead_temporaries, temporary_path
+from reidschemas.shards import INDEX_NAME, SHARD_GLOB, SHARD_SCHEMA, SHARD_SCHEMA_VERSION, index_problems
+from reidschemas.signals import sigterm_raises
 from reidschemas.tokens import patch_grid, token_fractions, token_mask
 
 STAGE = "shards"
-INDEX_NAME = "dataset.json"
 
 
 SHOWN_EXCLUSIONS = 5
@@ -84,16 +89,18 @@ class BuildSummary:
     peak_rss_mb: float = 0.0
     skipped: bool = False
     protocol: str = ""  # the evaluation protocol dataset.json records ("camera" or "scene")
+    cleaned: list[Path] = field(default_factory=list)  # temporaries of killed builds removed at the start
 
     def line(self) -> str:
+        cleaned = f"; removed {len(self.cleaned)} temporary file(s) left by a stopped build" if self.cleaned else ""
         if self.skipped:
-            return f"build-shards: already built for these inputs in {self.out_dir} (use --force to rebuild)"
+            return f"build-shards: already built for these inputs in {self.out_dir} (use --force to rebuild){cleaned}"
         splits = ", ".join(f"{k} {v}" for k, v in self.rows_per_split.items())
         excluded = ", ".join(f"{k} {v}" for k, v in self.excluded_per_split.items())
         return (
             f"build-shards: {self.rows} rows ({splits}) in {len(self.shards)} shard(s), {self.excluded} excluded"
             f"{f' ({excluded})' if excluded else ''}, {self.seconds:.1f}s, peak memory {self.peak_rss_mb:.0f} MB; "
-            f"evaluation protocol: {self.protocol} rule"
+            f"evaluation protocol: {self.protocol} rule{cleaned}"
         )
 
 
@@ -196,36 +203,53 @@ class _Builder:
 
 
 class _ShardWriter:
-    """Row groups into shards of about ``target_bytes``; each shard under a temporary name until closed."""
+    """Row groups into shards of about ``target_bytes``, each under this process's temporary name
+    (``.shard-00000.parquet.tmp-HOST-PID``) until the new set is swapped in; ``discard`` removes them all."""
 
     def __init__(self, out_dir: Path, target_bytes: int, compression: dict[str, str]) -> None:
         self.out_dir = out_dir
         self.target_bytes = target_bytes
         self.compression = compression
         self.writer: pq.ParquetWriter | None = None
-        self.tmp: Path | None = None
+        self.final: Path | None = None
         self.splits: Counter[str] = Counter()
         self.finished: list[tuple[Path, Path, Counter[str]]] = []
 
     def write(self, table: pa.Table) -> None:
         if self.writer is None:
-            self.tmp = self.out_dir / f".shard-{len(self.finished):05d}.parquet.tmp-{os.getpid()}"
-            self.writer = pq.ParquetWriter(self.tmp, SHARD_SCHEMA, compression=self.compression)
+            self.final = self.out_dir / f"shard-{len(self.finished):05d}.parquet"
+            with disk_full_guard(self.final, self.target_bytes):
+                self.writer = pq.ParquetWriter(temporary_path(self.final), SHARD_SCHEMA, compression=self.compression)
             self.splits = Counter()
-        self.writer.write_table(table, row_group_size=table.num_rows)
+        assert self.final is not None
+        with disk_full_guard(self.final, self.target_bytes):
+            self.writer.write_table(table, row_group_size=table.num_rows)
         self.splits.update(table["split"].to_pylist())
-        assert self.tmp is not None
-        if self.tmp.stat().st_size >= self.target_bytes:
+        if temporary_path(self.final).stat().st_size >= self.target_bytes:
             self.close()
 
     def close(self) -> None:
         if self.writer is None:
             return
-        self.writer.close()
-        assert self.tmp is not None
-        final = self.out_dir / f"shard-{len(self.finished):05d}.parquet"
-        self.finished.append((self.tmp, final, self.splits))
-        self.writer = None
+        assert self.final is not None
+        writer, self.writer = self.writer, None
+        with disk_full_guard(self.final, self.target_bytes):
+            writer.close()
+            tmp = temporary_path(self.final)
+            with tmp.open("rb+") as handle:  # durable before the rename that publishes it
+                os.fsync(handle.fileno())
+        self.finished.append((tmp, self.final, self.splits))
+
+    def discard(self) -> None:
+        """Remove every temporary file of this writer (after a failure, a refusal or an interrupt)."""
+        if self.writer is not None:
+            with contextlib.suppress(Exception):  # a full disk may fail the footer; the file goes anyway
+                self.writer.close()
+            self.writer = None
+        if self.final is not None:
+            temporary_path(self.final).unlink(missing_ok=True)
+        for tmp, _, _ in self.finished:
+            tmp.unlink(missing_ok=True)
 
 
 def column_compression(config: ShardsConfig) -> dict[str, str]:
@@ -281,6 +305,8 @@ def build_shards(
     start = time.perf_counter()
     wd = Workdir(workdir)
     out = out_dir or wd.stage_dir(STAGE)
+    # temporaries of builds that were killed (SIGKILL, power cut) go first, whether or not this one is skipped
+    cleaned = remove_dead_temporaries(out.glob(".*.tmp-*")) if out.is_dir() else []
     records = sort_records(read_manifest(wd.manifest))
     protocol, dataset = dataset_protocol(records, wd.manifest)
     masks, masks_fp = _stage_rows(workdir, "masks", ["mask", "height", "width"])
@@ -290,15 +316,12 @@ def build_shards(
     fingerprint = _fingerprint(workdir, config, masks_fp, captions_fp, protocol)
     index_path = out / INDEX_NAME
     marker = Marker(index_path)  # dataset.json is the marker: written last, it records the fingerprint
-    done = None if force else marker.matching(fingerprint)
+    done = None if force else _finished(marker, fingerprint)
     # dataset.json without `protocol` (written before it was recorded) is rebuilt whatever its fingerprint
-    if (
-        done is not None
-        and done.get("protocol") == protocol
-        and all((out / s["file"]).is_file() for s in done["shards"])
-    ):
+    if done is not None and done.get("protocol") == protocol:
         return BuildSummary(out, done["rows"], done["excluded"], done["shards"], done["rows_per_split"],
-                            done.get("excluded_per_split", {}), skipped=True, protocol=protocol)  # fmt: skip
+                            done.get("excluded_per_split", {}), skipped=True, protocol=protocol,
+                            cleaned=cleaned)  # fmt: skip
     builder = _Builder(config, masks, captions)
     split_of: dict[str, str] = {r.sample_id: r.split for r in records}
     if not config.allow_test_exclusions:  # refuse before encoding anything when test inputs are already missing
@@ -307,6 +330,63 @@ def build_shards(
             raise QueryGalleryExcluded(early, split_of)
     out.mkdir(parents=True, exist_ok=True)
     writer = _ShardWriter(out, int(config.target_shard_mb * 2**20), column_compression(config))
+    staged = [temporary_path(out / "errors.parquet"), temporary_path(index_path)]
+    try:
+        with sigterm_raises():  # SIGTERM, like Ctrl-C, ends in `except` below: no temporary file stays
+            excluded = _write_rows(builder, records, config, writer, progress)
+            test_excluded = [e for e in excluded if split_of[e.sample_id or ""] != "train"]
+            if test_excluded and not config.allow_test_exclusions:  # an unreadable test image: drop the new set
+                raise QueryGalleryExcluded(test_excluded, split_of)
+            shards = [_entry(tmp, final, splits) for tmp, final, splits in writer.finished]
+            index = {
+                "schema_version": SHARD_SCHEMA_VERSION,
+                "dataset": dataset,
+                "protocol": protocol,
+                "inputs": {"index": manifest_fingerprint(workdir), "masks_run": masks_fp, "captions_run": captions_fp},
+                "config": config.model_dump(mode="json"),
+                **_counts(records, excluded, shards, split_of),
+            }
+            write_ledger(excluded, staged[0])  # everything that takes space is written before the old set goes
+            Marker(staged[1]).write(fingerprint, index)
+            _swap(out, writer.finished, staged, marker)
+    except BaseException:
+        writer.discard()
+        for path in staged:
+            path.unlink(missing_ok=True)
+        raise
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return BuildSummary(
+        out,
+        index["rows"],
+        len(excluded),
+        shards,
+        index["rows_per_split"],
+        index["excluded_per_split"],
+        time.perf_counter() - start,
+        peak,
+        protocol=protocol,
+        cleaned=cleaned,
+    )
+
+
+def _finished(marker: Marker, fingerprint: str) -> dict[str, Any] | None:
+    """The set's ``dataset.json`` when it records ``fingerprint``, is well formed and every shard has its recorded
+    size (the checksums are the readers' and validate-shards' job); None (rebuild) otherwise."""
+    try:
+        done = marker.matching(fingerprint)
+    except (ValueError, UnicodeDecodeError):  # not JSON: rebuilt
+        return None
+    if done is None or index_problems(done):
+        return None
+    out = marker.path.parent
+    sizes = [(out / s["file"], s["bytes"]) for s in done["shards"]]
+    return done if all(p.is_file() and p.stat().st_size == size for p, size in sizes) else None
+
+
+def _write_rows(
+    builder: _Builder, records: Sequence[SampleRecord], config: ShardsConfig, writer: _ShardWriter, progress: bool
+) -> list[LedgerEntry]:
+    """Encode every record into ``writer``'s temporary shards (closed at the end); the ledger of excluded ones."""
     excluded: list[LedgerEntry] = []
     blocks = list(_blocks(records, config.row_group_rows))
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
@@ -320,51 +400,41 @@ def build_shards(
             if rows:
                 writer.write(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA))
     writer.close()
-    test_excluded = [e for e in excluded if split_of[e.sample_id or ""] != "train"]
-    if test_excluded and not config.allow_test_exclusions:  # an unreadable test image: drop the new set
-        for tmp, _, _ in writer.finished:
-            tmp.unlink(missing_ok=True)
-        raise QueryGalleryExcluded(test_excluded, split_of)
-    # Swap in the new set: the old index goes first, so a crash here leaves no index and the next run rebuilds.
-    marker.clear()
-    for old in out.glob("shard-*.parquet"):
-        old.unlink()
-    shards = []
-    for tmp, final, splits in writer.finished:
-        os.replace(tmp, final)
-        rows_in = pq.read_metadata(final).num_rows
-        shards.append({"file": final.name, "rows": rows_in, "bytes": final.stat().st_size, "sha256": file_sha256(final),
-                       "rows_per_split": dict(sorted(splits.items()))})  # fmt: skip
-    write_ledger(excluded, out / "errors.parquet")
+    return excluded
+
+
+def _entry(tmp: Path, final: Path, splits: Counter[str]) -> dict[str, Any]:
+    """``dataset.json``'s entry for the shard written at ``tmp`` that will be renamed to ``final``."""
+    return {"file": final.name, "rows": pq.read_metadata(tmp).num_rows, "bytes": tmp.stat().st_size,
+            "sha256": file_sha256(tmp), "rows_per_split": dict(sorted(splits.items()))}  # fmt: skip
+
+
+def _counts(
+    records: Sequence[SampleRecord], excluded: list[LedgerEntry], shards: list[dict[str, Any]], split_of: dict[str, str]
+) -> dict[str, Any]:
+    """The counting part of ``dataset.json``: rows, exclusions and the shard list."""
     split_counts: Counter[str] = Counter()
     for shard in shards:
         split_counts.update(shard["rows_per_split"])
-    rows_per_split = dict(sorted(split_counts.items()))
-    total = sum(s["rows"] for s in shards)
     excluded_splits = Counter(split_of[e.sample_id or ""] for e in excluded)
-    excluded_per_split: dict[str, int] = {s: excluded_splits[s] for s in sorted({r.split for r in records})}
-    index = {
-        "schema_version": SHARD_SCHEMA_VERSION,
-        "dataset": dataset,
-        "protocol": protocol,
-        "inputs": {"index": manifest_fingerprint(workdir), "masks_run": masks_fp, "captions_run": captions_fp},
-        "config": config.model_dump(mode="json"),
-        "rows": total,
+    return {
+        "rows": sum(s["rows"] for s in shards),
         "excluded": len(excluded),
-        "excluded_per_split": excluded_per_split,
-        "rows_per_split": rows_per_split,
+        "excluded_per_split": {s: excluded_splits[s] for s in sorted({r.split for r in records})},
+        "rows_per_split": dict(sorted(split_counts.items())),
         "shards": shards,
     }
-    marker.write(fingerprint, index)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return BuildSummary(
-        out,
-        total,
-        len(excluded),
-        shards,
-        rows_per_split,
-        excluded_per_split,
-        time.perf_counter() - start,
-        peak,
-        protocol=protocol,
-    )
+
+
+def _swap(out: Path, finished: list[tuple[Path, Path, Counter[str]]], staged: list[Path], marker: Marker) -> None:
+    """Replace the old set by the staged one with renames and unlinks only (no space needed): the old index goes
+    first, so a crash in between leaves no index and the next run rebuilds; the new index comes last."""
+    marker.clear()
+    for old in out.glob(SHARD_GLOB):
+        old.unlink()
+    for tmp, final, _ in finished:
+        os.replace(tmp, final)
+    errors_tmp, index_tmp = staged
+    os.replace(errors_tmp, out / "errors.parquet")
+    os.replace(index_tmp, marker.path)
+    fsync_dir(out)

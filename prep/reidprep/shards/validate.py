@@ -1,19 +1,28 @@
-"""``reidprep validate-shards``: schema, checksums, row counts, and every image decoded; problems named per shard."""
+"""``reidprep validate-shards``: the index, checksums, schema, row counts, unlisted files, and every image decoded;
+problems named per shard."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from reidprep.progress import track
 from reidprep.step import StepFailed, StepResult
-from reidschemas.digest import file_sha256
 from reidschemas.maskcodec import decode_mask
-from reidschemas.shards import SHARD_SCHEMA, SHARD_SCHEMA_VERSION, decode_image
-
-INDEX_NAME = "dataset.json"
+from reidschemas.shards import (
+    INDEX_NAME,
+    SHARD_GLOB,
+    SHARD_SCHEMA,
+    ShardEntry,
+    ShardSetIndex,
+    decode_image,
+    index_problems,
+    shard_file_problem,
+)
 
 
 def _check_rows(path: Path) -> list[str]:
@@ -39,46 +48,57 @@ def _check_rows(path: Path) -> list[str]:
     return problems
 
 
+def _shard_problems(path: Path, entry: ShardEntry) -> list[str]:
+    """Everything wrong with one listed shard file: bytes and checksum, schema, rows and rows per split, images."""
+    if not path.is_file():
+        return ["file is missing"]
+    problems = [p for p in [shard_file_problem(path, entry)] if p is not None]
+    try:
+        with pq.ParquetFile(path) as parquet:
+            schema = parquet.schema_arrow
+            splits = Counter(parquet.read(columns=["split"]).column("split").to_pylist())
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        return [*problems, f"not a readable Parquet file ({exc})"]
+    if not schema.remove_metadata().equals(SHARD_SCHEMA.remove_metadata()):
+        problems.append("schema differs from the shard schema")
+    rows = sum(splits.values())
+    if rows != entry.rows:
+        problems.append(f"{rows} rows, dataset.json says {entry.rows}")
+    if dict(sorted(splits.items())) != {k: v for k, v in sorted(entry.rows_per_split.items()) if v}:
+        problems.append(f"rows per split {dict(sorted(splits.items()))}, dataset.json says {entry.rows_per_split}")
+    return problems or _check_rows(path)
+
+
 def validate_shards(shards_dir: Path, progress: bool = False) -> dict[str, list[str]]:
-    """``{shard file (or "dataset.json"): [problems]}``; empty when everything checks out."""
+    """``{shard file (or "dataset.json"): [problems]}``; empty when everything checks out.
+
+    ``dataset.json`` must be well formed and add up (``reidschemas.shards.index_problems``); every listed shard must
+    have its recorded size, SHA-256, schema, rows and rows per split, and decode; a ``shard-*.parquet`` that the
+    index does not list is a problem too (a mixed or half-replaced set).
+    """
     index_path = shards_dir / INDEX_NAME
     if not index_path.is_file():
         return {INDEX_NAME: [f"{index_path} not found: run `reidprep build-shards` first"]}
     try:
-        index = json.loads(index_path.read_text())
-    except json.JSONDecodeError as exc:
-        return {INDEX_NAME: [f"not valid JSON: {exc.msg}"]}
-    report: dict[str, list[str]] = {}
-    if index.get("schema_version") != SHARD_SCHEMA_VERSION:
-        report[INDEX_NAME] = [
-            f"schema version {index.get('schema_version')}, this reidprep reads {SHARD_SCHEMA_VERSION}"
-        ]
-    total = 0
-    for shard in track(index["shards"], len(index["shards"]), "validating shards", progress):
-        path = shards_dir / shard["file"]
-        problems: list[str] = []
-        if not path.is_file():
-            report[shard["file"]] = ["file is missing"]
-            continue
-        if file_sha256(path) != shard["sha256"]:
-            problems.append("checksum differs from dataset.json (the file changed or is corrupt)")
-        try:
-            metadata = pq.read_metadata(path)
-            schema = pq.read_schema(path)
-        except Exception as exc:  # pyarrow raises several types for a corrupt footer
-            report[shard["file"]] = [*problems, f"not a readable Parquet file ({exc})"]
-            continue
-        if not schema.remove_metadata().equals(SHARD_SCHEMA.remove_metadata()):
-            problems.append("schema differs from the shard schema")
-        if metadata.num_rows != shard["rows"]:
-            problems.append(f"{metadata.num_rows} rows, dataset.json says {shard['rows']}")
-        total += metadata.num_rows
-        if not problems:
-            problems = _check_rows(path)
-        if problems:
-            report[shard["file"]] = problems
-    if total != index.get("rows") and not report:
-        report[INDEX_NAME] = [f"shards hold {total} rows, dataset.json says {index.get('rows')}"]
+        info = json.loads(index_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return {INDEX_NAME: [f"not valid JSON: {exc}"]}
+    problems = index_problems(info)
+    if not isinstance(info, dict) or not isinstance(info.get("shards"), list):
+        return {INDEX_NAME: problems or ["no list of shards"]}  # nothing more to check
+    report: dict[str, list[str]] = {INDEX_NAME: problems} if problems else {}
+    try:
+        entries = ShardSetIndex.model_validate(info).shards
+    except ValidationError:  # named above; the shards cannot be matched to their entries
+        return report
+    listed = {entry.file for entry in entries}
+    for path in sorted(shards_dir.glob(SHARD_GLOB)):
+        if path.name not in listed:
+            report[path.name] = ["not listed in dataset.json (left from another build, or dropped from the list)"]
+    for entry in track(entries, len(entries), "validating shards", progress):
+        shard_problems = _shard_problems(shards_dir / entry.file, entry)
+        if shard_problems:
+            report[entry.file] = shard_problems
     return report
 
 

@@ -1,5 +1,7 @@
 """Random access to the Parquet shards that ``reidprep build-shards`` writes (contract: ``reidschemas.shards``).
 
+``ShardIndex.load`` checks ``dataset.json`` and verifies every shard's size and SHA-256 before anything is read
+(once per process and file); readers then only check that a file is unchanged when they open it.
 A sample is addressed by (row group, row). The index of a split is built from the Parquet metadata and the
 ``split`` column only; items are decoded from whole row groups kept in a small LRU cache, so sequential or PK
 access reads each row group once while it stays hot. Files are opened lazily in the process that reads them, so a
@@ -9,10 +11,10 @@ dataset can be handed to DataLoader workers (no open handle is pickled).
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from torch.utils.data import Dataset
 
-from reidschemas.shards import SHARD_SCHEMA, SHARD_SCHEMA_VERSION, decode_image
+from reidschemas.shards import (
+    INDEX_NAME,
+    SHARD_SCHEMA,
+    SHARD_SCHEMA_VERSION,
+    ShardEntry,
+    decode_image,
+    read_index,
+    shard_file_problem,
+)
 
 __all__ = ["DEFAULT_COLUMNS", "INDEX_NAME", "LabelMap", "RowGroup", "ShardDataset", "ShardIndex"]
-
-INDEX_NAME = "dataset.json"
 MODALITIES = ("rgb", "nir", "tir")
 CAPTION_TARGETS = ("rgb", "nir", "tir", "fused")
 _KEY_COLUMNS = ("sample_id", "pid", "camid", "sceneid", "image_format", "height", "width")
@@ -53,34 +61,35 @@ class ShardIndex:
     info: dict[str, Any] = field(repr=False)  # dataset.json as written by build-shards
     row_groups: tuple[RowGroup, ...]
 
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)  # file -> (size, mtime_ns) verified
+
     @classmethod
     def load(cls, shards_dir: Path) -> ShardIndex:
-        """Read ``dataset.json`` and each shard's metadata and ``split`` column (never the images).
+        """Read and check ``dataset.json``, verify every shard's size and SHA-256, and read each shard's metadata
+        and ``split`` column (never the images).
 
-        Raises FileNotFoundError when the folder has no ``dataset.json``, ValueError on a schema version
-        mismatch or when a shard disagrees with the index (a stale or partial set).
+        A shard is hashed once per process (``_verify``); DataLoader workers get the verified index with the
+        dataset and only compare each file's size and mtime when they open it (``ShardDataset``). Raises
+        FileNotFoundError when the folder has no ``dataset.json`` or a listed shard is missing, ValueError
+        (naming the file and the way out) when ``dataset.json`` is malformed or does not add up, or a shard is
+        not the file it lists (changed, corrupt, swapped) or disagrees with it in rows or rows per split.
         """
         root = Path(shards_dir)
         path = root / INDEX_NAME
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no {INDEX_NAME} in {root}: not a shards folder, or its build did not finish; "
-                "write it with `reidprep build-shards`"
-            )
-        info = json.loads(path.read_text())
-        version = str(info.get("schema_version"))
-        if version != SHARD_SCHEMA_VERSION:
-            raise ValueError(
-                f"{path} has shard schema version {version}, this reader needs {SHARD_SCHEMA_VERSION}: "
-                "rebuild with `reidprep build-shards --force`"
-            )
+        info, index = read_index(root)
+        for shard in index.shards:
+            if not (root / shard.file).is_file():
+                raise FileNotFoundError(f"{root / shard.file} is listed in {path} but missing: rebuild with "
+                                        "`reidprep build-shards`")  # fmt: skip
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # hashlib releases the GIL
+            stats = {
+                s.file: stat
+                for s, stat in zip(index.shards, pool.map(lambda s: _verify(root, s), index.shards), strict=True)
+            }
         groups: list[RowGroup] = []
-        for shard in info["shards"]:
-            file = root / shard["file"]
-            if not file.is_file():
-                raise FileNotFoundError(f"{file} is listed in {path} but missing: rebuild with `reidprep build-shards`")
-            parquet = pq.ParquetFile(file)
-            try:
+        for shard in index.shards:
+            file = root / shard.file
+            with pq.ParquetFile(file) as parquet:
                 metadata = parquet.schema_arrow.metadata or {}
                 file_version = metadata.get(b"reid.shard_schema_version", b"").decode()
                 if file_version != SHARD_SCHEMA_VERSION:
@@ -90,17 +99,37 @@ class ShardIndex:
                 counts: Counter[str] = Counter()
                 for number in range(parquet.num_row_groups):
                     splits = tuple(parquet.read_row_group(number, columns=["split"]).column("split").to_pylist())
-                    groups.append(RowGroup(shard["file"], number, len(splits), dict(Counter(splits)), splits))
+                    groups.append(RowGroup(shard.file, number, len(splits), dict(Counter(splits)), splits))
                     counts.update(splits)
-            finally:
-                parquet.close()
-            if sum(counts.values()) != shard["rows"] or dict(sorted(counts.items())) != shard["rows_per_split"]:
+            if sum(counts.values()) != shard.rows or dict(sorted(counts.items())) != _nonzero(shard.rows_per_split):
                 raise ValueError(f"{file} does not match {path} (rows or rows per split differ): rebuild the shards")
-        return cls(root, info, tuple(groups))
+        return cls(root, info, tuple(groups), stats)
 
     @property
     def rows_per_split(self) -> dict[str, int]:
         return dict(self.info["rows_per_split"])
+
+
+_VERIFIED: dict[tuple[str, int, int, int, str], tuple[int, int]] = {}
+"""Shards this process has hashed: (resolved path, inode, size, mtime_ns, sha256) -> (size, mtime_ns)."""
+
+
+def _nonzero(counts: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in sorted(counts.items()) if v}
+
+
+def _verify(root: Path, shard: ShardEntry) -> tuple[int, int]:
+    """(size, mtime_ns) of a shard whose bytes match ``dataset.json``; hashed once per process while the file's
+    inode, size and mtime stay the same. ValueError naming the file when it does not match."""
+    file = root / shard.file
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, shard.sha256)
+    if key not in _VERIFIED:
+        problem = shard_file_problem(file, shard)
+        if problem is not None:
+            raise ValueError(f"{file}: {problem}: restore it, or rebuild with `reidprep build-shards --force`")
+        _VERIFIED[key] = (stat.st_size, stat.st_mtime_ns)
+    return _VERIFIED[key]
 
 
 @dataclass(frozen=True)
@@ -199,10 +228,20 @@ class ShardDataset(Dataset):
         return view
 
     def _file(self, name: str) -> pq.ParquetFile:
+        """Shard ``name``, opened once per process; refused when it changed since ``ShardIndex.load`` verified it
+        (a stat, no hashing, so DataLoader workers do not hash the shards again)."""
         if self._owner != os.getpid():
             self._reset()
         if name not in self._files:
-            self._files[name] = pq.ParquetFile(self.index.root / name)
+            path = self.index.root / name
+            stat = path.stat()
+            verified = self.index.stats.get(name)
+            if verified is not None and verified != (stat.st_size, stat.st_mtime_ns):
+                raise ValueError(
+                    f"{path} changed after it was verified against {INDEX_NAME} (size or modification time differ): "
+                    "a build replaced the shards mid-run; restart on a finished set"
+                )
+            self._files[name] = pq.ParquetFile(path)
         return self._files[name]
 
     def _table(self, number: int) -> pa.Table:
