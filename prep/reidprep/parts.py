@@ -1,7 +1,7 @@
 """A stage run's parts with their checksums: written, recorded, verified.
 
 Chunk ``c`` of a run is ``parts/part-<c>.parquet`` (its rows), ``failures/part-<c>.parquet`` (its ledger, when a
-unit failed) and ``checksums/part-<c>.json``: the SHA-256 and size of both files, the rows and the failed units,
+unit failed) and ``checksums/part-<c>.json``: the SHA-256 and size (bytes) of both files, the rows and the failed units,
 written atomically *after* them. The record is the chunk's completion mark: it is removed before a chunk is
 recomputed, so a process killed at any moment leaves a chunk either recorded and whole or unrecorded.
 
@@ -44,7 +44,8 @@ class CorruptPart(ValueError):
 @dataclass(frozen=True)
 class FileSum:
     sha256: str
-    bytes: int
+    size: int
+    """Bytes."""
 
     @classmethod
     def of(cls, data: bytes) -> FileSum:
@@ -85,8 +86,8 @@ def _checked_bytes(path: Path, recorded: FileSum | None) -> bytes:
     except FileNotFoundError:
         raise CorruptPart(path, "is missing (its checksum is recorded)") from None
     if recorded is not None:
-        if len(data) != recorded.bytes:
-            raise CorruptPart(path, _size_problem(len(data), recorded.bytes))
+        if len(data) != recorded.size:
+            raise CorruptPart(path, _size_problem(len(data), recorded.size))
         if hashlib.sha256(data).hexdigest() != recorded.sha256:
             raise CorruptPart(path, "fails its checksum (same size, another SHA-256: changed on disk?)")
     return data
@@ -188,8 +189,8 @@ class RunFolder:
                 raise CorruptPart(path, "is not in its chunk's checksum record (left from another run?)")
             if recorded is not None and size is None:
                 raise CorruptPart(path, "is missing (its checksum is recorded)")
-            if recorded is not None and size != recorded.bytes:
-                raise CorruptPart(path, _size_problem(size or 0, recorded.bytes))
+            if recorded is not None and size != recorded.size:
+                raise CorruptPart(path, _size_problem(size or 0, recorded.size))
         return record
 
     def verify(self, chunk: int) -> ChunkRecord:

@@ -37,6 +37,7 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -277,7 +278,7 @@ def _todo(
             if run.record(c) is not None:
                 run.verify(c)
             elif run.part(c).is_file():
-                run.adopt(c, len(chunks[c]), lambda entries: len({key_of.get(e.sample_id) for e in entries}))
+                run.adopt(c, len(chunks[c]), lambda entries: len({key_of.get(e.sample_id or "") for e in entries}))
                 adopted += 1
             else:
                 todo.append(c)
@@ -416,7 +417,7 @@ def read_stage_table(workdir: Path, stage: str, columns: list[str] | None = None
     chunks = run.written_chunks()
     if not chunks:
         raise FileNotFoundError(f"{run_dir} has no parts yet")
-    return pa.concat_tables([_checked(lambda c=c: run.read_part(c, columns), stage, workdir) for c in chunks])
+    return pa.concat_tables([_checked(partial(run.read_part, c, columns), stage, workdir) for c in chunks])
 
 
 def _chunk_counts(run: RunFolder, chunk: int) -> tuple[int, int]:

@@ -143,14 +143,13 @@ def step_lock(workdir: Path, step: str, command: str, options: StepOptions) -> I
     ``.lock-shard-<index>`` exclusive (so the slices run side by side, and a whole run waits for none of them and
     is refused while any runs). A lock left by a killed process is taken over, saying so on stderr."""
     folder = Path(workdir) / step
-    what = f"reidprep {command} on {workdir}"
     with contextlib.ExitStack() as stack:
         if options.num_shards > 1:
+            what = f"reidprep {command} --shard-index {options.shard_index} on {workdir}"
             stack.enter_context(hold_lock(folder / ".lock", what, shared=True, note=_note))
-            shard = f" --shard-index {options.shard_index}"
-            stack.enter_context(hold_lock(folder / f".lock-shard-{options.shard_index:05d}", what + shard, note=_note))
+            stack.enter_context(hold_lock(folder / f".lock-shard-{options.shard_index:05d}", what, note=_note))
         else:
-            stack.enter_context(hold_lock(folder / ".lock", what, note=_note))
+            stack.enter_context(hold_lock(folder / ".lock", f"reidprep {command} on {workdir}", note=_note))
         yield
 
 

@@ -80,7 +80,7 @@ def test_each_part_records_its_checksum(dataset, tmp_path, reference):
     for part in sorted((run / "parts").glob("part-*.parquet")):
         record = json.loads((run / "checksums" / part.name.replace(".parquet", ".json")).read_text())
         data = part.read_bytes()
-        assert record["part"] == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        assert record["part"] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         assert record["rows"] == pq.read_metadata(part).num_rows and record["failed"] == 0
         assert record["failures"] is None
 

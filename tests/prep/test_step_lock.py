@@ -64,9 +64,7 @@ def _masks(workdir: Path, *args: str):
 def _start_slow(workdir: Path, *args: str, lock: str = ".lock") -> subprocess.Popen:
     """Start a slowed `reidprep masks` and return once it holds ``workdir/masks/<lock>``."""
     code = _SLOW_MASKS.format(delay=0.15, args=["--workdir", str(workdir), "--chunk-size", "4", *args])
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     path = workdir / "masks" / lock
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
