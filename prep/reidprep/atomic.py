@@ -14,12 +14,23 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reidschemas.safeio import atomic_write, atomic_write_text
+from reidschemas.safeio import atomic_write, atomic_write_bytes, atomic_write_text
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Write ``table`` as zstd Parquet, atomically."""
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"), needed=table.nbytes)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as the bytes :func:`write_parquet` writes (for a caller that hashes them before writing)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def write_bytes(data: bytes, path: Path) -> None:
+    atomic_write_bytes(data, path)
 
 
 def write_text(text: str, path: Path) -> None:

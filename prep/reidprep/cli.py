@@ -2,7 +2,8 @@
 ``PipelineConfig`` (``--config`` file, then the options as dotted overrides) and calls one library function.
 
 Exit codes: 0 done; 1 the work failed (``StepFailed``: a bad sample with ``--fail-fast``, a dead backend,
-``--strict`` problems, corrupt shards); 2 a precondition (bad option or config key, missing workdir or input).
+``--strict`` problems, corrupt shards); 2 a precondition (bad option or config key, missing workdir or input,
+another process writing the same step of the workdir, a stage part that fails its checksum).
 """
 
 from __future__ import annotations
@@ -242,7 +243,7 @@ def masks(
     progress: ProgressOption = None,
 ) -> None:
     """Segment the foreground of every triplet (SAM2, or the thermal baseline) into WORKDIR/masks/."""
-    from reidprep.masks.run import run_masks
+    from reidprep.steps import get_step
 
     cfg = _config(
         config,
@@ -253,9 +254,9 @@ def masks(
     )  # fmt: skip
     options = _call(
         _options, progress, num_shards=num_shards, shard_index=shard_index, force=force,
-        retry_failed=retry_failed, fail_fast=fail_fast,
+        retry_failed=retry_failed, fail_fast=fail_fast, preview=preview,
     )  # fmt: skip
-    _print(_call(run_masks, cfg, options, preview))
+    _print(_call(get_step("masks").run, cfg, options))
 
 
 @app.command()
@@ -292,7 +293,7 @@ def captions(
     progress: ProgressOption = None,
 ) -> None:
     """Describe every triplet with attributes and confidences, merge them, write captions to WORKDIR/captions/."""
-    from reidprep.captions.run import run_captions
+    from reidprep.steps import get_step
 
     cfg = _config(
         config,
@@ -305,7 +306,7 @@ def captions(
         _options, progress, num_shards=num_shards, shard_index=shard_index, force=force,
         retry_failed=retry_failed, fail_fast=fail_fast,
     )  # fmt: skip
-    _print(_call(run_captions, cfg, options))
+    _print(_call(get_step("captions").run, cfg, options))
 
 
 @app.command("build-shards")
@@ -408,8 +409,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.", show_default="off")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Show, for every step, its state (complete, incomplete, stale, not run) and done / failed / pending counts."""
-    from reidprep.steps import workdir_status
+    """Show, for every step, its state (complete, incomplete, corrupt, stale, not run) and done / failed / pending
+    counts; name each stage part that fails its checksum."""
+    from reidprep.steps import get_step, workdir_status
 
     cfg = _config(config, {"workdir": workdir})
     report = _call(workdir_status, cfg.workdir)
@@ -432,6 +434,9 @@ def status(
     for name, row in report["stages"].items():
         if row["stale"]:
             out.print(f"{name} is stale: {row['stale']}; rerun it (`reidprep run` redoes it)", highlight=False)
+        for problem in row.get("corrupt", []):
+            command = get_step(name).command
+            out.print(f"{name}: {problem}; rerun `reidprep {command}` to recompute it", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -24,10 +24,12 @@ LEDGER_SCHEMA = pa.schema(
 )
 
 
+def ledger_table(entries: Iterable[LedgerEntry]) -> pa.Table:
+    return pa.Table.from_pylist([entry.model_dump() for entry in entries], schema=LEDGER_SCHEMA)
+
+
 def write_ledger(entries: Iterable[LedgerEntry], path: Path) -> None:
-    rows = [entry.model_dump() for entry in entries]
-    table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
-    write_parquet(table, path)
+    write_parquet(ledger_table(entries), path)
 
 
 def read_ledger(path: Path) -> list[LedgerEntry]:

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reidprep.atomic import write_parquet
+from reidprep.workdir import require_manifest
 from reidschemas import SPLITS, SampleRecord
 
 MANIFEST_SCHEMA_VERSION = "2"
@@ -50,9 +51,7 @@ def write_manifest(records: Sequence[SampleRecord], path: Path) -> None:
 
 def read_manifest(path: Path) -> list[SampleRecord]:
     """Read and validate a manifest; a missing file gets an error that says which command makes it."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no manifest at {path}: run `reidprep index` for this workdir first")
-    table = pq.read_table(path)
+    table = pq.read_table(require_manifest(path))
     version = (table.schema.metadata or {}).get(b"reid.manifest_schema_version", b"?").decode()
     if version not in READABLE_VERSIONS:
         raise ValueError(

@@ -3,13 +3,16 @@
 A stage turns the manifest's triplets into rows. The work list is the manifest's unique ``triplet_key`` values in
 sorted order (RGBNT201's test triplets are query and gallery at once, and are processed once), cut into chunks of
 ``chunk_size``. Chunk ``c`` is written to ``runs/<fingerprint>/parts/part-<c>.parquet`` with an explicit schema,
-atomically (temporary name, then rename): a part that exists is complete. Failures of a chunk go to
-``failures/part-<c>.parquet`` before its part is written (one ledger entry per ``Failure``; a unit may have
-several, e.g. one per failed view, and counts once as failed). So:
+atomically (temporary name, then rename). Failures of a chunk go to ``failures/part-<c>.parquet`` before its part
+is written, and the SHA-256 of both to ``checksums/part-<c>.json`` after it: a chunk is done when its record is
+written and its files match it (:mod:`reidprep.parts`). A failure is ledgered once per sample id of its triplet,
+with the path of the modality that failed. So:
 
-- a rerun skips the chunks whose part exists and gives byte-identical files, except a chunk with a failure the task
-  calls retryable (``StageTask.retry_on_rerun``: a provider, network or invalid-reply error), which a plain rerun
-  processes again; ``retry_failed`` redoes every chunk with failures, ``force`` every chunk;
+- a rerun skips the chunks whose files match their checksums and gives byte-identical files; a part that fails
+  its checksum (truncated, a flipped bit) is recomputed, saying so; a chunk with a failure the task calls
+  retryable (``StageTask.retry_on_rerun``: a provider, network or invalid-reply error) is processed again;
+  ``retry_failed`` redoes every chunk with failures, ``force`` every chunk. A unit may have several failures
+  (e.g. one per failed view): one ledger entry each, counted once as failed;
 - a process killed at any moment loses at most the chunk in flight, and nothing is duplicated;
 - ``--num-shards N --shard-index I`` processes the chunks ``c`` with ``c % N == I``; the chunk grid does not
   depend on the sharding, so all shards together write exactly the files of one unsharded run;
@@ -18,34 +21,43 @@ several, e.g. one per failed view, and counts once as failed). So:
   folders are kept and reported as stale, never mixed in.
 
 Layout under ``<workdir>/<stage>/``: ``current.json``, ``summary.json``, ``errors.parquet`` (the current run's
-ledger, merged), ``runs/<fingerprint>/{stage.json, parts/, failures/, _SUCCESS}``. ``stage.json`` also records
-``inputs``: the fingerprints of the upstream outputs the run read (the manifest's digest, the masks run), which
-``status`` compares with the upstreams' current ones (see :mod:`reidprep.step`).
+ledger, merged), ``runs/<fingerprint>/{stage.json, parts/, failures/, checksums/, _SUCCESS}``. ``stage.json``
+also records ``inputs``: the fingerprints of the upstream outputs the run read (the manifest's digest, the masks
+run), which ``status`` compares with the upstreams' current ones (see :mod:`reidprep.step`).
+
+Readers (:func:`read_stage_table`, :func:`read_failures`) check every part's bytes against its checksum and raise
+one line naming a bad part and the rerun that recomputes it (``CorruptPart``); :func:`stage_status` checks sizes
+only and reports bad parts instead of raising.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reidprep.atomic import write_json, write_parquet
+from reidprep.atomic import write_json
 from reidprep.index import manifest_fingerprint
-from reidprep.ledger import LEDGER_SCHEMA, read_ledger, write_ledger
+from reidprep.ledger import ledger_table, write_ledger
 from reidprep.manifest import read_manifest
+from reidprep.parts import CorruptPart, RunFolder, unreadable
 from reidprep.progress import track
 from reidprep.workdir import Workdir
-from reidschemas import LedgerEntry, SampleRecord
+from reidschemas import LedgerEntry, Modality, SampleRecord
 
 STAGE_FORMAT_VERSION = "1"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,7 @@ class Failure:
     reason: str
     error_type: str
     modality: str | None = None
-    """The modality whose input failed (``rgb``, ``nir``, ``tir``): the ledger names its image path."""
+    """The modality whose file failed (rgb, nir, tir): the ledger names that file; None: the RGB path."""
 
 
 UnitResult = dict[str, Any] | Failure | list[Failure]
@@ -197,25 +209,13 @@ def shard_chunks(chunks: Sequence[Sequence[WorkUnit]], options: StageOptions) ->
     return [c for c in range(len(chunks)) if c % options.num_shards == options.shard_index]
 
 
-def _part_name(chunk: int) -> str:
-    return f"part-{chunk:05d}.parquet"
+def _run_folder(stage_dir: Path, fp: str) -> RunFolder:
+    return RunFolder(stage_dir / "runs" / fp)
 
 
-class _RunFolder:
-    """Paths inside ``<workdir>/<stage>/runs/<fingerprint>/``."""
-
-    def __init__(self, stage_dir: Path, fp: str) -> None:
-        self.root = stage_dir / "runs" / fp
-        self.parts = self.root / "parts"
-        self.failures = self.root / "failures"
-        self.meta = self.root / "stage.json"
-        self.success = self.root / "_SUCCESS"
-
-    def part(self, chunk: int) -> Path:
-        return self.parts / _part_name(chunk)
-
-    def failure_part(self, chunk: int) -> Path:
-        return self.failures / _part_name(chunk)
+def _say(line: str) -> None:
+    """A line for the user about a choice the runner made (a part recomputed or adopted)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _process(task: StageTask, units: Sequence[WorkUnit], fail_fast: bool) -> list[UnitResult]:
@@ -235,28 +235,92 @@ def _process(task: StageTask, units: Sequence[WorkUnit], fail_fast: bool) -> lis
         return [result for unit in units for result in _process(task, [unit], fail_fast)]
 
 
-def _ledger_entries(task: StageTask, failures: list[Failure], by_key: dict[str, WorkUnit]) -> list[LedgerEntry]:
+def _ledger_entries(
+    task: StageTask, failures: list[Failure], samples: dict[str, list[SampleRecord]]
+) -> list[LedgerEntry]:
+    """One entry per sample id of each failed triplet (RGBNT201's test triplets are query and gallery at once),
+    naming the file of the modality that failed (the RGB file when the task does not say)."""
     return [
         LedgerEntry(
             stage=task.name,
             severity="error",
             error_type=f.error_type,
             reason=f.reason,
-            path=getattr(by_key[f.key].record, f"{f.modality or 'rgb'}_path"),
-            sample_id=by_key[f.key].record.sample_id,
+            path=record.rgb_path if f.modality is None else record.path(cast(Modality, f.modality)),
+            sample_id=record.sample_id,
         )
         for f in failures
+        for record in samples[f.key]
     ]
+
+
+def _samples(records: Sequence[SampleRecord]) -> dict[str, list[SampleRecord]]:
+    """Every record of each triplet, by ``triplet_key``, in ``sample_id`` order."""
+    samples: dict[str, list[SampleRecord]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: r.sample_id):
+        samples[record.triplet_key].append(record)
+    return samples
+
+
+def _chunk_done(run: RunFolder, chunk: int) -> bool:
+    """Cheap: the chunk is recorded and its files have the recorded sizes."""
+    try:
+        return run.check(chunk) is not None
+    except CorruptPart:
+        return False
+
+
+def _todo(
+    task: StageTask,
+    run: RunFolder,
+    chunks: list[Sequence[WorkUnit]],
+    options: StageOptions,
+    samples: dict[str, list[SampleRecord]],
+) -> tuple[list[int], int]:
+    """This shard's chunks to compute and the units skipped as done. A written chunk is done when its files
+    match their checksums (size, then SHA-256); one that does not is recomputed, saying so. A part without a
+    checksum (an older run, or a writer killed before recording it) is read whole and adopted when sound."""
+    key_of = {r.sample_id: key for key, records in samples.items() for r in records}
+    todo, skipped, adopted = [], 0, 0
+    for c in shard_chunks(chunks, options):
+        if options.force or (options.retry_failed and run.failure_part(c).is_file()):
+            todo.append(c)
+            continue
+        try:
+            if run.record(c) is not None:
+                run.verify(c)
+                if run.failure_part(c).is_file() and any(map(task.retry_on_rerun, run.read_failures([c]))):
+                    todo.append(c)  # a provider or network failure: a plain rerun tries it again
+                    continue
+            elif run.part(c).is_file():
+                run.adopt(c, len(chunks[c]), lambda entries: len({key_of.get(e.sample_id or "") for e in entries}))
+                adopted += 1
+            else:
+                todo.append(c)
+                continue
+        except CorruptPart as exc:
+            _say(f"{task.name}: {exc.path.relative_to(run.root)} {exc.problem}; recomputing")
+            todo.append(c)
+            continue
+        skipped += len(chunks[c])
+    if adopted:
+        _say(
+            f"{task.name}: {adopted} part(s) without a recorded checksum (an older run, or a writer killed before "
+            "recording it) read whole, found sound and their checksums recorded"
+        )
+    return todo, skipped
 
 
 def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSummary:
     """Process this shard's chunks of the manifest's triplets; see the module docstring for the guarantees."""
     start = time.perf_counter()
     wd = Workdir(workdir)
-    units = work_units(read_manifest(wd.manifest))
+    records = read_manifest(wd.manifest)
+    units = work_units(records)
+    samples = _samples(records)
     fp = fingerprint(task, options.chunk_size, units)
     stage_dir = wd.stage_dir(task.name)
-    run = _RunFolder(stage_dir, fp)
+    run = _run_folder(stage_dir, fp)
     chunks = chunk_units(units, options.chunk_size)
     meta = {
         "stage": task.name,
@@ -273,41 +337,28 @@ def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSum
     schema = task.schema.with_metadata(
         {"reid.stage": task.name, "reid.fingerprint": fp, "reid.identity": json.dumps(meta["identity"], sort_keys=True)}
     )
-    by_key = {u.key: u for u in units}
-    mine = shard_chunks(chunks, options)
-    todo, skipped = [], 0
-    for c in mine:
-        redo = options.force or (
-            run.failure_part(c).is_file()
-            and (options.retry_failed or any(map(task.retry_on_rerun, read_ledger(run.failure_part(c)))))
-        )
-        if run.part(c).is_file() and not redo:
-            skipped += len(chunks[c])
-        else:
-            todo.append(c)
+    todo, skipped = _todo(task, run, chunks, options, samples)
     if todo:
         run.success.unlink(missing_ok=True)
 
     done = failed = 0
     total = sum(len(chunks[c]) for c in todo)
     for c in track(todo, len(todo), f"{task.name} ({total} triplets in {len(todo)} chunks)", options.progress):
+        run.forget(c)  # a kill from here on leaves the chunk unrecorded: not done
         results = _process(task, chunks[c], options.fail_fast)
         rows = [r for r in results if isinstance(r, dict)]
         failures = [f for r in results if not isinstance(r, dict) for f in (r if isinstance(r, list) else [r])]
         if failures and options.fail_fast:
             first = failures[0]
             raise StageFailure(f"{task.name}: {first.key}: {first.error_type}: {first.reason}")
-        if failures:
-            write_ledger(_ledger_entries(task, failures, by_key), run.failure_part(c))
-        else:
-            run.failure_part(c).unlink(missing_ok=True)
-        write_parquet(pa.Table.from_pylist(rows, schema=schema), run.part(c))
+        ledger = ledger_table(_ledger_entries(task, failures, samples)) if failures else None
+        run.write_chunk(c, pa.Table.from_pylist(rows, schema=schema), ledger, len(results) - len(rows))
         done += len(rows)
         failed += len(results) - len(rows)
 
-    complete = all(run.part(c).is_file() for c in range(len(chunks)))
+    complete = all(_chunk_done(run, c) for c in range(len(chunks)))
     if complete:
-        write_ledger(read_failures(run.root), stage_dir / "errors.parquet")
+        write_ledger(_checked(run.read_failures, task.name, workdir), stage_dir / "errors.parquet")
         write_json(meta, run.success)
     summary = StageSummary(
         stage=task.name,
@@ -356,27 +407,50 @@ def stale_runs(workdir: Path, stage: str) -> list[Path]:
     return sorted(p for p in runs.iterdir() if p.is_dir() and p != current) if runs.is_dir() else []
 
 
+def _checked(read: Callable[[], T], stage: str, workdir: Path) -> T:
+    """``read()``, a bad part's ``CorruptPart`` given the way out."""
+    try:
+        return read()
+    except CorruptPart as exc:
+        way_out = f"rerun `reidprep {stage} --workdir {workdir}` to recompute it"
+        raise CorruptPart(exc.path, exc.problem, way_out) from None
+
+
 def read_failures(run_dir: Path) -> list[LedgerEntry]:
-    files = sorted((run_dir / "failures").glob("part-*.parquet"))
-    if not files:
-        return []
-    table = pa.concat_tables([pq.read_table(f, schema=LEDGER_SCHEMA) for f in files])
-    return [LedgerEntry(**row) for row in table.to_pylist()]
+    """The run's ledger entries, each failures part checked against its checksum (``CorruptPart`` when bad)."""
+    stage = run_dir.parent.parent.name
+    return _checked(RunFolder(run_dir).read_failures, stage, run_dir.parent.parent.parent)
 
 
 def read_stage_table(workdir: Path, stage: str, columns: list[str] | None = None) -> pa.Table:
-    """The current run's rows of every written part, in chunk order."""
+    """The current run's rows of every written part, in chunk order, each part checked against its checksum:
+    a bad one raises ``CorruptPart``, one line naming it and the rerun that recomputes it."""
     run_dir = current_run_dir(workdir, stage)
     if run_dir is None:
         raise FileNotFoundError(f"{stage} has not run in {workdir}: run `reidprep {stage} --workdir {workdir}`")
-    files = sorted((run_dir / "parts").glob("part-*.parquet"))
-    if not files:
+    run = RunFolder(run_dir)
+    chunks = run.written_chunks()
+    if not chunks:
         raise FileNotFoundError(f"{run_dir} has no parts yet")
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    return pa.concat_tables([_checked(partial(run.read_part, c, columns), stage, workdir) for c in chunks])
+
+
+def _chunk_counts(run: RunFolder, chunk: int) -> tuple[int, int]:
+    """(rows, failed units) of a written chunk: from its record (sizes checked), or for an unrecorded part (an
+    older run) from its Parquet footer and its failures. Raises ``CorruptPart``."""
+    record = run.check(chunk)
+    if record is not None:
+        return record.rows, record.failed
+    try:
+        rows = pq.read_metadata(run.part(chunk)).num_rows
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise unreadable(run.part(chunk), exc) from None
+    return rows, len(run.read_failures([chunk]))
 
 
 def stage_status(workdir: Path, stage: str) -> dict[str, Any]:
-    """done / failed / pending units of the current run, for ``reidprep status``."""
+    """done / failed / pending units of the current run, for ``reidprep status``. Parts are checked cheaply (their
+    sizes against the checksums); bad ones are listed under ``corrupt`` (state ``corrupt``), not raised."""
     run_dir = current_run_dir(workdir, stage)
     if run_dir is None or not (run_dir / "stage.json").is_file():
         units = (
@@ -384,10 +458,24 @@ def stage_status(workdir: Path, stage: str) -> dict[str, Any]:
         )
         return {"state": "not run", "done": 0, "failed": 0, "warnings": 0, "pending": units}
     meta = json.loads((run_dir / "stage.json").read_text())
-    done = sum(pq.read_metadata(f).num_rows for f in (run_dir / "parts").glob("part-*.parquet"))
-    failed = len({e.sample_id for e in read_failures(run_dir)})  # units, not ledger entries
+    run = RunFolder(run_dir)
+    recorded = {int(p.name[5:10]) for p in run.checksums.glob("part-*.json")}
+    done = failed = 0
+    corrupt = []
+    for chunk in sorted(recorded | set(run.written_chunks())):
+        try:
+            rows, failures = _chunk_counts(run, chunk)
+        except CorruptPart as exc:
+            corrupt.append(f"{exc.path.relative_to(run_dir)} {exc.problem}")
+            continue
+        done, failed = done + rows, failed + failures
     state = "complete" if (run_dir / "_SUCCESS").is_file() else "incomplete"
-    status = {"state": state, "done": done, "failed": failed, "warnings": 0, "pending": meta["units"] - done - failed}
+    status = {
+        "state": "corrupt" if corrupt else state, "done": done, "failed": failed, "warnings": 0,
+        "pending": meta["units"] - done - failed,
+    }  # fmt: skip
+    if corrupt:
+        status["corrupt"] = corrupt
     stale = len(stale_runs(workdir, stage))
     if stale:
         status["stale_runs"] = stale

@@ -6,16 +6,25 @@ per-triplet stages through :func:`reidprep.stage.run_stage`). The fingerprint co
 and the fingerprints of the upstream outputs it reads, which the step also records. A step is **stale** when an
 upstream it read has since been rerun with other parameters: a recorded upstream fingerprint differs from that
 upstream's current one. A rerun then computes another fingerprint and redoes the work.
+
+One writer per step and workdir: :meth:`Step.run` holds the advisory lock ``<workdir>/<step>/.lock``
+(:func:`step_lock`) around the work, so a second process on the same step and workdir gets ``LockHeld`` (exit 2,
+naming the holder) instead of corrupting the first's files. The slices of a sharded run (``--shard-index``) hold
+that lock shared and their own ``.lock-shard-<i>`` exclusive: they run side by side, one process per slice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from reidschemas import PipelineConfig
+from reidschemas.locks import hold_lock
 
 if TYPE_CHECKING:
     from reidprep.stage import StageOptions
@@ -34,6 +43,8 @@ class StepOptions:
     """...and run this one (0-based)."""
     retry_failed: bool = False
     fail_fast: bool = False
+    preview: int = 0
+    """masks: also write ``masks/preview.png`` with this many triplets (0: none)."""
 
     def stage_options(self, chunk_size: int) -> StageOptions:
         """These options for the chunked per-triplet runner, with ``chunk_size`` triplets per part."""
@@ -78,8 +89,23 @@ class Step(ABC):
     upstream: ClassVar[tuple[str, ...]] = ()
     """The steps whose outputs it reads."""
 
-    @abstractmethod
     def run(self, config: PipelineConfig, options: StepOptions) -> StepResult:
+        """Check the preconditions, then do the work holding this step's lock in the workdir (:func:`step_lock`;
+        ``LockHeld`` when another process holds it)."""
+        self.check(config)
+        with step_lock(config.workdir, self.name, self.command, options):
+            return self.work(config, options)
+
+    def check(self, config: PipelineConfig) -> None:
+        """Raise for a missing input before anything is locked or written (default: the manifest, for the
+        steps that read it)."""
+        if self.upstream:
+            from reidprep.workdir import Workdir
+
+            Workdir(config.workdir).require_manifest()
+
+    @abstractmethod
+    def work(self, config: PipelineConfig, options: StepOptions) -> StepResult:
         """Do the work for ``config`` (skipping it when the marker matches), writing the marker last."""
 
     @abstractmethod
@@ -109,6 +135,26 @@ class Step(ABC):
         if reasons:
             row["state"] = "stale"
         return {**row, "fingerprint": self.output(workdir), "inputs": inputs, "stale": "; ".join(reasons) or None}
+
+
+@contextlib.contextmanager
+def step_lock(workdir: Path, step: str, command: str, options: StepOptions) -> Iterator[None]:
+    """Hold ``<workdir>/<step>/.lock``: exclusive for a whole run; for a slice of a sharded run, shared plus
+    ``.lock-shard-<index>`` exclusive (so the slices run side by side, and a whole run waits for none of them and
+    is refused while any runs). A lock left by a killed process is taken over, saying so on stderr."""
+    folder = Path(workdir) / step
+    with contextlib.ExitStack() as stack:
+        if options.num_shards > 1:
+            what = f"reidprep {command} --shard-index {options.shard_index} on {workdir}"
+            stack.enter_context(hold_lock(folder / ".lock", what, shared=True, note=_note))
+            stack.enter_context(hold_lock(folder / f".lock-shard-{options.shard_index:05d}", what, note=_note))
+        else:
+            stack.enter_context(hold_lock(folder / ".lock", f"reidprep {command} on {workdir}", note=_note))
+        yield
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _describe(fingerprint: str | None) -> str:

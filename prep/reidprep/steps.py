@@ -34,11 +34,14 @@ from reidschemas import SPLITS, PipelineConfig
 class IndexStep(Step):
     name = command = "index"
 
-    def run(self, config: PipelineConfig, options: StepOptions) -> StepResult:
-        from reidprep.index import StrictIndexError, run_index
-
+    def check(self, config: PipelineConfig) -> None:
         if config.dataset.root is None:
             raise ValueError("no dataset root: pass --root or set dataset.root in the config")
+
+    def work(self, config: PipelineConfig, options: StepOptions) -> StepResult:
+        from reidprep.index import StrictIndexError, run_index
+
+        assert config.dataset.root is not None  # check()
         try:
             summary = run_index(
                 config.workdir,
@@ -90,7 +93,8 @@ class IndexStep(Step):
         if wd.done_marker(self.name).is_file() and wd.manifest.is_file():
             done = pq.read_metadata(wd.manifest).num_rows
             return {"state": "complete", "done": done, "failed": errors, "warnings": warnings, "pending": 0}
-        state = "not run" if not wd.stage_dir(self.name).exists() else "incomplete"
+        started = wd.ledger(self.name).is_file() or wd.manifest.is_file()  # not the lock file alone
+        state = "incomplete" if started else "not run"
         return {"state": state, "done": 0, "failed": errors, "warnings": warnings, "pending": None}
 
 
@@ -117,17 +121,17 @@ class MasksStep(_TripletStep):
     name = command = "masks"
     upstream = ("index",)
 
-    def run(self, config: PipelineConfig, options: StepOptions) -> StepResult:
+    def work(self, config: PipelineConfig, options: StepOptions) -> StepResult:
         from reidprep.masks.run import run_masks
 
-        return run_masks(config, options)
+        return run_masks(config, options, options.preview)
 
 
 class CaptionsStep(_TripletStep):
     name = command = "captions"
     upstream = ("index", "masks")
 
-    def run(self, config: PipelineConfig, options: StepOptions) -> StepResult:
+    def work(self, config: PipelineConfig, options: StepOptions) -> StepResult:
         from reidprep.captions.run import run_captions
 
         return run_captions(config, options)
@@ -138,7 +142,7 @@ class ShardsStep(Step):
     command = "build-shards"
     upstream = ("index", "masks", "captions")
 
-    def run(self, config: PipelineConfig, options: StepOptions) -> StepResult:
+    def work(self, config: PipelineConfig, options: StepOptions) -> StepResult:
         from reidprep.shards.build import build_shards
 
         summary = build_shards(config.workdir, config.shards, force=options.force, progress=options.progress)

@@ -17,6 +17,10 @@ class Workdir:
     def manifest(self) -> Path:
         return self.root / "index" / "manifest.parquet"
 
+    def require_manifest(self) -> Path:
+        """The manifest's path; ``FileNotFoundError`` naming the command that makes it when there is none."""
+        return require_manifest(self.manifest)
+
     def ledger(self, stage: str) -> Path:
         return self.stage_dir(stage) / "errors.parquet"
 
@@ -26,3 +30,9 @@ class Workdir:
     def done_marker(self, stage: str) -> Path:
         """Written last by a stage that completed; its absence means the stage has not finished."""
         return self.stage_dir(stage) / "_SUCCESS"
+
+
+def require_manifest(path: Path) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest at {path}: run `reidprep index` for this workdir first")
+    return path

@@ -165,7 +165,10 @@ def test_text_is_escaped_and_missing_files_do_not_stop_it(full, tmp_path):
     workdir = tmp_path / "w"
     shutil.copytree(full, workdir)
     hostile = '<script>alert("x")</script> & <b>bold</b>'
-    for part in sorted((current_run_dir(workdir, "captions") / "parts").glob("part-*.parquet")):
+    run_dir = current_run_dir(workdir, "captions")
+    assert run_dir is not None
+    shutil.rmtree(run_dir / "checksums")  # parts rewritten below: unrecorded, they are read as they are
+    for part in sorted((run_dir / "parts").glob("part-*.parquet")):
         table = pq.read_table(part)
         column = table.schema.get_field_index("caption_fused")
         values = pa.array([hostile] * table.num_rows, type=pa.string())

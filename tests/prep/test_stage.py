@@ -93,10 +93,13 @@ def test_failures_are_ledgered_and_do_not_stop_the_rest(dataset, tmp_path, soft_
     summary = run_stage(MeanPixelTask(fail_keys=[bad], soft_fail=soft_fail), wd, StageOptions(chunk_size=5))
     assert (summary.done, summary.failed, summary.complete) == (23, 1, True)
     ledger = pq.read_table(wd / "means" / "errors.parquet").to_pylist()
-    assert len(ledger) == 1
-    entry = ledger[0]
-    assert entry["sample_id"].endswith(bad.split("/")[-1]) and entry["stage"] == "means"
-    assert entry["error_type"] == ("CorruptImage" if soft_fail else "ValueError")
+    # The bad triplet is a test one: query and gallery at once, so one failed unit is ledgered under both ids.
+    layout, folder, name = bad.split("/")
+    assert folder == "test"
+    assert sorted(e["sample_id"] for e in ledger) == [f"{layout}/gallery/{name}", f"{layout}/query/{name}"]
+    for entry in ledger:
+        assert entry["stage"] == "means" and entry["path"].endswith(f"/RGB/{name}.jpg")
+        assert entry["error_type"] == ("CorruptImage" if soft_fail else "ValueError")
     assert stage_status(wd, "means")["failed"] == 1
     # A rerun keeps the failure; --retry-failed recomputes that chunk (here it fails again, still once).
     assert run_stage(MeanPixelTask(fail_keys=[bad]), wd, StageOptions(chunk_size=5)).skipped == 24

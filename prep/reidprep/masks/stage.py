@@ -65,15 +65,26 @@ class MasksTask(StageTask):
         results: dict[str, dict[str, Any] | Failure] = {}
         loaded: list[tuple[WorkUnit, dict[Modality, np.ndarray]]] = []
         for unit in units:
-            try:
-                loaded.append((unit, {m: load_modality(unit.record, m) for m in self.modalities}))
-            except (OSError, ValueError) as exc:
-                results[unit.key] = Failure(unit.key, f"cannot read an image: {exc}", type(exc).__name__)
+            images = self._load(unit)
+            if isinstance(images, Failure):
+                results[unit.key] = images
+            else:
+                loaded.append((unit, images))
         if loaded:
             predictions = {m: self.provider.predict([images[m] for _, images in loaded], m) for m in self.modalities}
             for i, (unit, images) in enumerate(loaded):
                 results[unit.key] = self._row(unit, images, {m: predictions[m][i] for m in self.modalities})
         return [results[unit.key] for unit in units]
+
+    def _load(self, unit: WorkUnit) -> dict[Modality, np.ndarray] | Failure:
+        """The unit's images of the modalities segmented, or a failure naming the modality that does not read."""
+        images = {}
+        for m in self.modalities:
+            try:
+                images[m] = load_modality(unit.record, m)
+            except (OSError, ValueError) as exc:
+                return Failure(unit.key, f"cannot read an image ({m.upper()}): {exc}", type(exc).__name__, modality=m)
+        return images
 
     def _row(self, unit: WorkUnit, images: dict[Modality, np.ndarray], predictions: dict) -> dict[str, Any]:
         reference = self.modalities[0]  # rgb for "all"
