@@ -2,7 +2,8 @@
 ``PipelineConfig`` (``--config`` file, then the options as dotted overrides) and calls one library function.
 
 Exit codes: 0 done; 1 the work failed (``StepFailed``: a bad sample with ``--fail-fast``, a dead backend,
-``--strict`` problems, corrupt shards; a full disk, one line naming the file and the bytes needed); 2 a precondition (bad option or config key, missing workdir or input).
+``--strict`` problems, corrupt shards; a full disk, one line naming the file and the bytes needed); 2 a precondition
+(bad option or config key, missing workdir or input).
 """
 
 from __future__ import annotations
