@@ -2,8 +2,9 @@
 ``PipelineConfig`` (``--config`` file, then the options as dotted overrides) and calls one library function.
 
 Exit codes: 0 done; 1 the work failed (``StepFailed``: a bad sample with ``--fail-fast``, a dead backend,
-``--strict`` problems, corrupt shards); 2 a precondition (bad option or config key, missing workdir or input,
-another process writing the same step of the workdir, a stage part that fails its checksum).
+``--strict`` problems, corrupt shards; a full disk, one line naming the file and the bytes needed); 2 a precondition
+(bad option or config key, missing workdir or input, another process writing the same step of the workdir, a stage
+part that fails its checksum).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typer.core import TyperGroup
 from reidprep import __version__
 from reidprep.step import StepFailed, StepOptions, StepResult
 from reidschemas import DATASETS, PipelineConfig, load_config
+from reidschemas.safeio import DiskFull, is_disk_full
 
 T = TypeVar("T")
 DEFAULTS = PipelineConfig()
@@ -98,12 +100,18 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call the library; a failure of the work exits 1, any other error (a precondition) exits 2."""
+    """Call the library; a failure of the work (or a full disk) exits 1, any other error (a precondition) exits 2."""
     try:
         return function(*args, **kwargs)
     except StepFailed as exc:
         _fail(str(exc), code=1)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # ConfigError is a ValueError
+    except OSError as exc:
+        if is_disk_full(exc):  # a write not made through reidschemas.safeio still gets the one line
+            _fail(str(exc if isinstance(exc, DiskFull) else DiskFull(Path(exc.filename or "."))), code=1)
+        if not isinstance(exc, FileNotFoundError):
+            raise
+        _fail(str(exc))
+    except (ValueError, RuntimeError) as exc:  # ConfigError is a ValueError; LockHeld a RuntimeError
         _fail(str(exc))
 
 

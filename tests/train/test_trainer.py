@@ -52,7 +52,7 @@ def test_fit_writes_metrics_checkpoints_and_config(two_epochs: tuple[Path, str],
         assert 0.0 <= line["mAP"] <= 1.0 and 0.0 <= line["mINP"] <= 1.0 and 0.0 <= line["R1"] <= line["R10"] <= 1.0
         assert line["rule"] == "camera" and line["lr"] > 0 and line["seconds"] > 0
     assert (run / "last.pt").is_file() and (run / "best.pt").is_file()
-    assert not list(run.glob("*.tmp"))
+    assert not list(run.glob(".*.tmp-*"))  # temporary names: .NAME.tmp-HOST-PID
     config = json.loads((run / "config.json").read_text())
     assert config["backbone"] == "tiny" and config["epochs"] == 2 and config["recipe"]["image_size"] == [64, 32]
     assert config["shards"] == str(shards.resolve())

@@ -1,16 +1,24 @@
-"""``reidtrain``: the command-line entry point."""
+"""``reidtrain``: the command-line entry point.
+
+Exit codes: 0 done; 1 the disk is full (one line naming the file and the bytes needed; finished work is kept);
+2 a precondition (a bad option, file or run folder, or another process writing the run folder).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from reidschemas import Protocol
 from reidschemas.config import TrainConfig
+from reidschemas.locks import LockHeld
+from reidschemas.safeio import DiskFull, is_disk_full
 from reidtrain import __version__
 from reidtrain.recipes import DEFAULT_RECIPE
 
@@ -101,13 +109,11 @@ def rank(
     if missing:
         err.print(f"[bold red]error:[/] {arrays} lacks the arrays {', '.join(missing)}")
         raise typer.Exit(2)
-    try:
+    with _errors():
         rule, why = _rank_protocol(data, protocol, arrays)
         scenes = {"q_sceneids": data["q_sceneids"], "g_sceneids": data["g_sceneids"]} if rule == "scene" else {}
         distmat, q_pids, g_pids, q_camids, g_camids = (data[name] for name in _RANK_ARRAYS)
         result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, **scenes)
-    except ValueError as exc:
-        raise _fail(exc) from None
     out.print(f"evaluation protocol: {describe_protocol(rule, why)}", highlight=False)
     out.print(
         f"mAP {100 * result.mAP:.2f}  mINP {100 * result.mINP:.2f}  "
@@ -118,9 +124,26 @@ def rank(
     )
 
 
-def _fail(message: object) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
-    return typer.Exit(2)
+def _fail(message: object, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True, markup=True)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Each command's failures as one line: a full disk exits 1; a bad input, a missing file or a run folder another
+    process writes (``LockHeld``) exit 2. Other errors keep their traceback (they are bugs)."""
+    try:
+        yield
+    except OSError as exc:
+        if is_disk_full(exc):
+            full = exc if isinstance(exc, DiskFull) else DiskFull(Path(exc.filename or "."))
+            raise _fail(full, code=1) from None
+        if isinstance(exc, FileNotFoundError):
+            raise _fail(exc) from None
+        raise
+    except (ValueError, LockHeld) as exc:
+        raise _fail(exc) from None
 
 
 _TRAIN_DEFAULTS = TrainConfig()
@@ -286,14 +309,12 @@ def fit(
         "allow_stale_shards": allow_stale_shards,
         "val_ids": val_ids,
     }
-    try:
+    with _errors():
         overrides = parse_assignments(set_ or [])
         train, root = _train_config(config, workdir, given)
         train = train.model_copy(update={"set": {**train.set, **overrides}})
         echo = lambda line: out.print(line, highlight=False, soft_wrap=True)  # noqa: E731
         summary = run_fit(train, root, resume=resume, progress=progress, echo=echo)
-    except (FileNotFoundError, ValueError) as exc:
-        raise _fail(exc) from None
     if dist_env().is_main:
         out.print(str(summary), highlight=False, soft_wrap=True)
 
@@ -337,7 +358,7 @@ def eval_(
 
     from reidtrain.run_eval import evaluate_missing_all, evaluate_run, parse_missing, run_folder
 
-    try:
+    with _errors():
         train, root = _train_config(config, workdir, {"device": device, "workers": workers})
         if run is None and checkpoint not in ("both", "last", "best"):
             run = Path(checkpoint).parent  # a checkpoint file loads on its own; results go beside it
@@ -353,8 +374,6 @@ def eval_(
             result = evaluate_missing_all(run, checkpoint, shards, train.device, train.workers)
         else:
             result = evaluate_run(run, checkpoint, absent, shards, train.device, train.workers, rank_list, top_k)
-    except (FileNotFoundError, ValueError) as exc:
-        raise _fail(exc) from None
     from reidschemas import describe_protocol
 
     what = (

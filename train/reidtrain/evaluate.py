@@ -8,7 +8,6 @@ never inferred from the rows; shards without one are refused. The result says wh
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from reidschemas import Protocol, describe_protocol
 from reidschemas.shards import read_protocol
+from reidtrain.atomic import read_checkpoint, read_json
 from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import EvalTransform
 from reidtrain.data.items import ShardItems
@@ -223,9 +223,9 @@ def load_checkpoint(path: Path, config_path: Path | None = None) -> tuple[nn.Mod
 
     ``fit`` stores config.json's content in every checkpoint (``config``), so a checkpoint copied out of its run
     folder loads on its own. A checkpoint of an earlier version lacks it: ``config_path`` (default: config.json beside
-    the file) is read instead.
+    the file) is read instead. A damaged checkpoint or config.json is ``UnreadableRunFile`` naming it.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)
     config = state.get("config")
     if config is None:
         config_path = Path(path).parent / "config.json" if config_path is None else config_path
@@ -234,7 +234,7 @@ def load_checkpoint(path: Path, config_path: Path | None = None) -> tuple[nn.Mod
                 f"{path} does not record its configuration (written before checkpoints did) and {config_path} "
                 "does not exist: evaluate it inside its run folder"
             )
-        config = json.loads(config_path.read_text())
+        config = read_json(config_path, f"{path} predates checkpoints that record their configuration: restore a copy")
     recipe = config["recipe"]
     model = create_model(
         config["model"],

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from reidschemas.safeio import atomic_write
 from reidtrain.evaluate import Ranking
 
 __all__ = ["choose_queries", "draw_rank_list", "top_k"]
@@ -53,7 +54,9 @@ def draw_rank_list(
     frame: int = 4,
     gap: int = 6,
 ) -> dict[str, object]:
-    """Write the PNG to ``path`` (atomically) and return what it shows: queries, their top-k and correctness."""
+    """Write the PNG to ``path`` and return what it shows: queries, their top-k and correctness.
+
+    The file is written atomically (``reidschemas.safeio``); a full disk is ``DiskFull``."""
     if k < 1:
         raise ValueError(f"--top-k must be >= 1, got {k}")
     rows: list[list[Image.Image]] = []
@@ -84,9 +87,6 @@ def draw_rank_list(
             figure.paste(cell, (left, top))
         separator = gap + cell_w + gap
         draw.line([(separator + gap // 2, top), (separator + gap // 2, top + cell_h)], fill=(0, 0, 0), width=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    figure.save(tmp)
-    tmp.replace(path)
+    # the temporary name does not end in .png, so the format is named
+    atomic_write(Path(path), lambda tmp: figure.save(tmp, format="PNG"), needed=width * height * 3)
     return {"path": str(path), "k": k, "queries": shown}

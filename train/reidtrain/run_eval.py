@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from reidschemas.config import TrainConfig
-from reidtrain.atomic import atomic_write_text
+from reidtrain.atomic import atomic_write_text, read_checkpoint
 from reidtrain.evaluate import load_run_model, rank_gallery, score
 
 __all__ = [
@@ -68,7 +68,7 @@ class RunEval:
 
 def best_label(path: Path) -> str:
     """ "best on val" or "best on test": how ``best.pt`` at ``path`` was chosen (before ``selected_on``: on test)."""
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state = read_checkpoint(path, mmap=True)
     return f"best on {state.get('selected_on', 'test')}"
 
 
@@ -88,8 +88,8 @@ def _checkpoints(run: Path, checkpoint: str) -> list[str]:
     if not (run / "best.pt").is_file():
         return ["last"]
     # mmap: read the epoch without loading the weights and optimizer state
-    best = torch.load(run / "best.pt", map_location="cpu", weights_only=True, mmap=True)["epoch"]
-    last = torch.load(run / "last.pt", map_location="cpu", weights_only=True, mmap=True)["epoch"]
+    best = read_checkpoint(run / "best.pt", keys=("epoch",), mmap=True)["epoch"]
+    last = read_checkpoint(run / "last.pt", keys=("epoch",), mmap=True)["epoch"]
     return ["last"] if best == last else ["last", "best"]
 
 

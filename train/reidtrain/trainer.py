@@ -14,6 +14,12 @@ A run folder holds::
                     (both checkpoints also hold config.json's content under ``config``: each loads on its own,
                     ``reidtrain.evaluate.load_checkpoint``)
     tensorboard/    the same per-epoch figures as event files, when TensorBoard is installed
+    .lock           held by the fit writing the folder (``reidtrain.runlock``): a second fit on it exits naming
+                    the holder; temporary files are ``.NAME.tmp-HOST-PID``, removed once their writer is gone
+
+Every file is written atomically and durably (``reidtrain.atomic``); a full disk ends the run with ``DiskFull``
+(one line naming the file and the bytes needed) and leaves the last finished epoch's files whole. A damaged
+``last.pt`` is refused with the way out (delete it to start over, or restore a copy).
 
 Determinism: everything random is seeded from ``seed``: model init, PK order (``PKSampler(seed)``, per epoch), and
 every epoch reseeds Python, numpy and torch from (seed, epoch, rank) before its first batch, which drives the
@@ -59,7 +65,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from reidschemas.config import TrainConfig
-from reidtrain.atomic import atomic_save, atomic_write_text
+from reidschemas.safeio import disk_full_guard
+from reidtrain.atomic import UnreadableRunFile, append_line, atomic_save, atomic_write_text, read_checkpoint, read_json
 from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import TrainTransform
 from reidtrain.data.items import ShardItems
@@ -74,6 +81,7 @@ from reidtrain.optim import WarmupCosine, make_optimizer, param_groups
 from reidtrain.preflight import ALLOW_KEYS, FitRefused, refusals, shard_facts, start_block
 from reidtrain.provenance import provenance
 from reidtrain.recipes import TrainRecipe, resolve_recipe
+from reidtrain.runlock import RunLock
 
 __all__ = ["FitSummary", "RunMismatchError", "config_record", "fit", "resolve_run"]
 
@@ -316,9 +324,19 @@ def _truncate_metrics(path: Path, completed: int) -> None:
     if not path.is_file():
         return
     lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line)["epoch"] <= completed]
+    kept = [line for number, line in enumerate(lines, 1) if _metrics_epoch(path, number, line) <= completed]
     if len(kept) != len(lines):
         atomic_write_text("".join(line + "\n" for line in kept), path)
+
+
+def _metrics_epoch(path: Path, number: int, line: str) -> int:
+    try:
+        return int(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UnreadableRunFile(
+            f"{path} line {number} is not an epoch's JSON record ({line[:60]!r}): delete that line; "
+            "fit rewrites the lines of epochs after last.pt's"
+        ) from exc
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -334,7 +352,20 @@ def _tensorboard(run: Path, enabled: bool) -> Any:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
         return None
-    return SummaryWriter(log_dir=str(run / "tensorboard"))
+    with disk_full_guard(run / "tensorboard"):
+        return SummaryWriter(log_dir=str(run / "tensorboard"))
+
+
+def _log_epoch(writer: Any, run: Path, record: Mapping[str, Any], epoch: int) -> None:
+    """The epoch's figures as TensorBoard scalars (``val/*`` with a validation split); a full disk is ``DiskFull``."""
+    with disk_full_guard(run / "tensorboard"):
+        for key in ("loss", *(k for k in record if k.startswith("loss_")), "lr", "train_samples_per_s"):
+            writer.add_scalar(f"train/{key}", record[key], epoch)
+        for key in _FIGURES:
+            writer.add_scalar(f"test/{key}", record[key], epoch)
+            if f"val_{key}" in record:
+                writer.add_scalar(f"val/{key}", record[f"val_{key}"], epoch)
+        writer.flush()
 
 
 def fit(
@@ -356,8 +387,10 @@ def fit(
     device = torch.device(run_settings.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but CUDA is not available")
-    with process_group(env, device) as device:
-        return _fit(run_settings, recipe, env, device, echo if env.is_main else lambda _: None, resume, progress)
+    assert run_settings.output is not None  # resolve_run
+    shown = echo if env.is_main else lambda _: None
+    with process_group(env, device) as device, RunLock(run_settings.output, env, shown) as lock:
+        return _fit(run_settings, recipe, env, device, shown, resume, progress, lock)
 
 
 def _fit(
@@ -368,8 +401,11 @@ def _fit(
     echo: Callable[[str], None],
     resume: bool,
     progress: bool | None,
+    lock: RunLock,
 ) -> FitSummary:
     assert options.shards is not None and options.output is not None and options.epochs is not None  # resolve_run
+    if options.output.is_dir():
+        lock.take()  # refuse a second fit before it builds a model
     shards = options.shards
     if not shards.is_dir():
         raise FileNotFoundError(f"shards folder {shards} does not exist; write it with `reidprep build-shards`")
@@ -396,6 +432,7 @@ def _fit(
     problems = refusals(facts, recipe.image_size, options)
     if problems:  # before anything is written
         raise FitRefused(f"{shards}: {'; '.join(problems)}")
+    lock.take()  # before last.pt is read and anything is written
     params = (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
     config = config_record(options, recipe, labels, index_only.index.info)
     config["parameters"] = {"trainable": params[0], "total": params[1]}
@@ -409,14 +446,17 @@ def _fit(
     start_epoch = 0
     state: dict[str, Any] | None = None
     if last_path.is_file():
-        saved = json.loads((run / CONFIG).read_text()) if (run / CONFIG).is_file() else {}
+        state = read_checkpoint(last_path, resume=True)
+        saved = state.get("config")  # config.json's content when last.pt was written
+        if saved is None:  # last.pt of an earlier version: compare with config.json
+            way_out = f"{last_path} predates checkpoints that record their configuration: restore a copy of it"
+            saved = read_json(run / CONFIG, way_out) if (run / CONFIG).is_file() else {}
         diff = _config_diff(saved, config)
         if diff:
             raise RunMismatchError(
                 f"{run} holds a checkpoint of a different configuration (differs in: {', '.join(diff)}); "
                 "use another --output, or delete the run folder"
             )
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
         start_epoch = int(state["epoch"])
         if start_epoch >= config["epochs"]:
             echo(f"{run} is already trained to epoch {start_epoch}; nothing to do (`--epochs N` or `--set epochs=N`)")
@@ -425,7 +465,8 @@ def _fit(
     elif resume:
         raise FileNotFoundError(f"--resume: {last_path} does not exist")
     if env.is_main:
-        run.mkdir(parents=True, exist_ok=True)
+        with disk_full_guard(run):
+            run.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(config, indent=2) + "\n", run / CONFIG)
         echo(f"evaluation protocol: {protocol}")
     train_rows = ShardDataset(shards, "train", columns=shard_columns(inputs), index=index_only.index)
@@ -569,8 +610,7 @@ def _fit(
                     best["val_mAP"] = val_result.mAP
                 atomic_save(best, run / BEST)
         if env.is_main:
-            with (run / METRICS).open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_line(json.dumps(record), run / METRICS)
             atomic_save(
                 {
                     "model": model.state_dict(),
@@ -590,17 +630,12 @@ def _fit(
                 last_path,
             )
             if writer is not None:
-                for key in ("loss", *(k for k in record if k.startswith("loss_")), "lr", "train_samples_per_s"):
-                    writer.add_scalar(f"train/{key}", record[key], epoch)
-                for key in _FIGURES:
-                    writer.add_scalar(f"test/{key}", record[key], epoch)
-                    if val_result is not None:
-                        writer.add_scalar(f"val/{key}", record[f"val_{key}"], epoch)
-                writer.flush()
+                _log_epoch(writer, run, record, epoch)
         shown = f"test {result}" if val_result is None else f"val {val_result} | test {result}"
         echo(f"epoch {epoch}: loss {losses['loss']:.4f}  {shown}  lr {record['lr']:.2e}  {record['seconds']:.1f}s")
     if writer is not None:
-        writer.close()
+        with disk_full_guard(run / "tensorboard"):
+            writer.close()
     if math.isnan(last_map):
         raise RuntimeError("no epoch was trained")
     trained_now = env.is_main and start_epoch < config["epochs"]
