@@ -1,4 +1,4 @@
-"""``reidtrain.load(...).embed``: the Python API against the eval path, its inputs and errors, and the README example."""
+"""``reidtrain.load(...).embed``: the API against the eval path, its inputs, errors and cameras; the README example."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def test_readme_example_runs(stmi_run: Path, full_shards: Path, tmp_path, monkey
         Image.fromarray(row["mask"].astype(np.uint8) * 255).save(tmp_path / folder / "mask.png")
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, Any] = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the documented example, run as written
+    exec(compile(code, "README.md", "exec"), namespace)  # the documented example, run as written
     model, q, g = namespace["model"], namespace["query"], namespace["gallery"]
     assert q.ndim == 1 and g.shape == (2, q.shape[0])
     np.testing.assert_allclose(np.linalg.norm(g, axis=1), 1.0, atol=1e-5)
