@@ -406,7 +406,8 @@ def eval_(
     if result.rank_list is not None:
         out.print(f"rank list: {result.rank_list['path']}", highlight=False)
     for saved in result.saved:
-        out.print(f"{'features' if saved.suffix == '.parquet' else 'distances'}: {saved}", highlight=False)
+        kind = "features" if saved.suffix == ".parquet" else "distances"
+        out.print(f"{kind}: {saved}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -452,7 +453,7 @@ def embed(
         raise _fail(exc) from None
     rows = ", ".join(f"{name} {count}" for name, count in result.rows.items())
     dim = result.table.schema.field("feature").type.list_size
-    out.print(f"features: {out_file} ({rows} rows, {dim} dimensions, L2-normalised)", highlight=False)
+    out.print(f"features: {out_file} ({rows} rows, {dim} dimensions, L2-normalised)", highlight=False, soft_wrap=True)
 
 
 def main() -> None:
