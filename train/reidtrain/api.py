@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -173,7 +173,7 @@ class ReidModel:
         raises ValueError when they are not given.
         """
         single = not _is_batch(rgb)
-        rgbs, nirs, tirs = ([x] if single else list(x) for x in (rgb, nir, tir))  # type: ignore[arg-type]
+        rgbs, nirs, tirs = (self._images(x, single) for x in (rgb, nir, tir))
         n = len(rgbs)
         if len(nirs) != n or len(tirs) != n:
             raise ValueError(f"rgb, nir and tir hold {n}, {len(nirs)} and {len(tirs)} images: pass one per triplet")
@@ -186,7 +186,8 @@ class ReidModel:
                 "(H, W) bool array per triplet), e.g. the mask reidprep masks wrote"
             )
         texts = [self._caption(c) for c in captions] if "captions" in self.inputs else []
-        indices, notes = [], {}
+        indices: list[int] = []
+        notes: dict[str, int] = {}  # a default camera's note -> triplets it applied to
         for cam in cameras:
             index, note = self.camera_index(cam)
             indices.append(index)
@@ -208,6 +209,10 @@ class ReidModel:
             feats.append(embed_batch(self.network, batch, self.inputs, self.device, missing))  # (B, D)
         out = torch.cat(feats).numpy()  # (N, D) float32
         return out[0] if single else out
+
+    @staticmethod
+    def _images(value: ImageLike | Sequence[ImageLike], single: bool) -> list[ImageLike]:
+        return [cast(ImageLike, value)] if single else list(cast(Sequence[ImageLike], value))
 
     def _per_triplet(self, value: Any, n: int, single: bool, what: str) -> list[Any]:
         """``value`` as one entry per triplet: None for all, the single triplet's value, or a batch's list (a camera

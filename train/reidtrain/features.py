@@ -125,7 +125,7 @@ def ranking_features(ranking: Ranking, metadata: Mapping[str, Any]) -> pa.Table:
 def save_distances(path: Path, ranking: Ranking) -> Path:
     """Write ``ranking``'s distances with the ids and protocol ``reidtrain rank`` reads, atomically."""
     q, g = ranking.query, ranking.gallery
-    arrays = {
+    arrays: dict[str, Any] = {
         "distmat": ranking.distmat,
         "q_pids": q["pids"],
         "g_pids": g["pids"],
