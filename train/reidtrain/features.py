@@ -233,7 +233,7 @@ def embed_run(
 
     if run is None and checkpoint in ("last", "best"):
         raise ValueError(f"--checkpoint {checkpoint} needs --run RUN (or pass --checkpoint FILE)")
-    path = resolve_checkpoint(Path(run), checkpoint) if run is not None else resolve_checkpoint(Path("."), checkpoint)
+    path = resolve_checkpoint(Path(run or "."), checkpoint)  # a file when there is no run
     label = best_label(path) if checkpoint == "best" else checkpoint
     model = load(path, device=device, echo=echo)
     shards_dir = Path(shards) if shards is not None else Path(model.config["shards"])
