@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,26 @@ def full_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def learning_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 synthetic persons x 8 triplets (28 train ids, 12 test ids) for the learning tests (test_learning.py)."""
     return build_full_shards(tmp_path_factory.mktemp("learning"), ids=40, images_per_id=8)
+
+
+def _fit_tiny(shards: Path, output: Path, recipe: str, epochs: int = 1) -> Path:
+    """``reidtrain fit`` of a shipped tiny recipe from random weights; the run folder."""
+    from reidtrain.cli import app as train_app
+
+    args = ["fit", "--shards", str(shards), "--output", str(output), "--recipe", recipe, "--random-init"]
+    result = CliRunner().invoke(train_app, [*args, "--epochs", str(epochs), "--seed", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return output
+
+
+@pytest.fixture(scope="session")
+def stmi_run(full_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch of the tiny STMI (reads the mask and the fused caption) on ``full_shards``: a run folder."""
+    return _fit_tiny(full_shards, tmp_path_factory.mktemp("stmi_run") / "stmi", "stmi-tiny-demo")
+
+
+@pytest.fixture(scope="session")
+def fit_tiny() -> Callable[..., Path]:
+    """``fit_tiny(shards, output, recipe, epochs=1)``: ``reidtrain fit`` of a shipped tiny recipe from random weights
+    (seed 0); the run folder."""
+    return _fit_tiny

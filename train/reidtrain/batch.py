@@ -6,7 +6,9 @@ A model class declares ``inputs``, a tuple drawn from :data:`MODEL_INPUTS` (the 
   grid (N = rows * cols, the class token not included). Training recomputes it from the augmented mask; evaluation
   uses the resized stored mask. A row without a mask is all False (``has_mask`` (B,) bool says which rows had one).
 - ``"captions"``: ``{"rgb", "nir", "tir", "fused"}`` -> list of B strings ("" where the shards hold no caption).
-  Models tokenise (``reidtrain.data.text.tokenize_captions``) because NEXT samples sentences per expert.
+  Models tokenise (``reidtrain.data.text.tokenize_captions``) because NEXT samples sentences per expert. A model
+  that reads only some of them says which in ``caption_keys`` (STMI: the fused caption; NEXT: one per modality), so
+  ``reidtrain.load(...).embed`` can ask for exactly those.
 - ``"labels"``: (B,) int64 training labels, in training batches only (a model's own label-dependent losses, e.g.
   DMPT's center loss); evaluation never passes them.
 
@@ -24,7 +26,15 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CAPTION_KEYS", "MODALITY_COLUMNS", "MODEL_INPUTS", "forward_inputs", "item_inputs", "model_inputs"]
+__all__ = [
+    "CAPTION_KEYS",
+    "MODALITY_COLUMNS",
+    "MODEL_INPUTS",
+    "forward_inputs",
+    "item_inputs",
+    "model_caption_keys",
+    "model_inputs",
+]
 
 MODALITY_COLUMNS = ("rgb", "nir", "tir")
 MODEL_INPUTS = ("token_mask", "captions", "labels")
@@ -38,6 +48,15 @@ def model_inputs(model: nn.Module) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"{type(model).__name__}.inputs has unknown entries {unknown}; known: {list(MODEL_INPUTS)}")
     return inputs
+
+
+def model_caption_keys(model: nn.Module) -> tuple[str, ...]:
+    """The captions ``model`` reads (its ``caption_keys``; all of :data:`CAPTION_KEYS` when it does not say)."""
+    keys = tuple(getattr(model, "caption_keys", CAPTION_KEYS))
+    unknown = sorted(set(keys) - set(CAPTION_KEYS))
+    if unknown:
+        raise ValueError(f"{type(model).__name__}.caption_keys has unknown entries {unknown}; known: {CAPTION_KEYS}")
+    return keys
 
 
 def shard_columns(inputs: tuple[str, ...]) -> tuple[str, ...]:

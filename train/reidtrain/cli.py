@@ -348,6 +348,22 @@ def eval_(
         int, typer.Option(help="Write RUN/rank_list.png with the top-k retrievals of this many queries (0: none).")
     ] = 0,
     top_k: Annotated[int, typer.Option(help="Retrievals per query in the rank list.")] = 10,
+    save_features: Annotated[
+        bool,
+        typer.Option(
+            "--save-features",
+            help="Also write each checkpoint's query and gallery features (L2-normalised, with sample ids, pids, "
+            "camids, sceneids) to RUN/features-<last|best>[-missing-...].parquet.",
+        ),
+    ] = False,
+    save_distances: Annotated[
+        bool,
+        typer.Option(
+            "--save-distances",
+            help="Also write each checkpoint's query x gallery distances with ids and protocol to "
+            "RUN/dist-<last|best>[-missing-...].npz, which `reidtrain rank` scores.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a run on query/gallery: mAP, R1, R5, R10, mINP per checkpoint, as a table and RUN/eval*.json.
 
@@ -370,10 +386,15 @@ def eval_(
         absent = () if every_setting else parse_missing(missing)
         if every_setting and rank_list:
             raise ValueError("--rank-list draws one setting: pass --missing none, one or two modalities with it")
+        if every_setting and (save_features or save_distances):
+            raise ValueError("--save-features/--save-distances save one setting: pass --missing none, one or two")
         if every_setting:
             result = evaluate_missing_all(run, checkpoint, shards, train.device, train.workers)
         else:
-            result = evaluate_run(run, checkpoint, absent, shards, train.device, train.workers, rank_list, top_k)
+            saving = {"save_features": save_features, "save_distances": save_distances}
+            result = evaluate_run(
+                run, checkpoint, absent, shards, train.device, train.workers, rank_list, top_k, **saving
+            )
     from reidschemas import describe_protocol
 
     what = (
@@ -403,6 +424,53 @@ def eval_(
     out.print(f"results: {result.path}", highlight=False)
     if result.rank_list is not None:
         out.print(f"rank list: {result.rank_list['path']}", highlight=False)
+    for saved in result.saved:
+        kind = "features" if saved.suffix == ".parquet" else "distances"
+        out.print(f"{kind}: {saved}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def embed(
+    out_file: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Parquet file to write: sample_id, split, pid, camid, sceneid and the L2-normalised feature.",
+        ),
+    ],
+    run: Annotated[
+        Path | None, typer.Option(help="Run folder written by `reidtrain fit`.", show_default="none")
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best, last, or a checkpoint file (which needs no --run).")] = "best",
+    shards: Annotated[Path | None, typer.Option(help="Shards folder.", show_default="the run's")] = None,
+    split: Annotated[
+        str, typer.Option(help="Splits to embed, comma-separated: query, gallery, train.")
+    ] = "query,gallery",
+    missing: Annotated[
+        str, typer.Option(help="Modalities to zero, comma-separated (as eval --missing).", show_default="none")
+    ] = "",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+) -> None:
+    """Embed shard rows with a trained model into a Parquet file (the features eval ranks, one row per sample).
+
+    Cameras the checkpoint was not trained with use the first camera's embedding, as DeMo's code does without a
+    camera (printed).
+    """
+    from reidtrain.features import embed_run
+    from reidtrain.run_eval import parse_missing
+
+    echo = lambda line: err.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
+    with _errors():
+        splits = [name.strip() for name in split.split(",") if name.strip()]
+        if not splits:
+            raise ValueError("--split names no split: pass e.g. query,gallery")
+        result = embed_run(
+            out_file, run, checkpoint, shards, splits, parse_missing(missing), device, workers, echo=echo
+        )
+    rows = ", ".join(f"{name} {count}" for name, count in result.rows.items())
+    dim = result.table.schema.field("feature").type.list_size
+    out.print(f"features: {out_file} ({rows} rows, {dim} dimensions, L2-normalised)", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ never inferred from the rows; shards without one are refused. The result says wh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "EvalResult",
     "Ranking",
     "chance_map",
+    "embed_batch",
     "evaluation_protocol",
     "extract_features",
     "load_checkpoint",
@@ -40,6 +42,31 @@ __all__ = [
     "resolve_checkpoint",
     "score",
 ]
+
+
+@torch.no_grad()
+def embed_batch(
+    model: nn.Module,
+    batch: Mapping[str, Any],
+    inputs: tuple[str, ...],
+    device: torch.device,
+    missing: Sequence[str] = (),
+) -> torch.Tensor:
+    """(B, D) float32 L2-normalised retrieval features of a collated batch (``images``, ``cam_index`` and the
+    model's ``inputs``, as :class:`ShardItems` gives them), on the CPU; bf16 autocast on CUDA as in training.
+
+    The one forward pass of evaluation, feature files and ``reidtrain.load(...).embed``, so they agree exactly.
+    """
+    model.eval()
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with autocast:
+        out = model(
+            batch["images"].to(device),
+            camids=batch["cam_index"].to(device),
+            missing=tuple(missing),
+            **forward_inputs(inputs, batch, device),
+        )
+    return nn.functional.normalize(out["retrieval"].float(), dim=1).cpu()  # (B, D)
 
 
 @torch.no_grad()
@@ -55,16 +82,8 @@ def extract_features(
     model.eval()
     loader = DataLoader(items, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     feats, pids, camids, scenes = [], [], [], []
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for batch in loader:
-        with autocast:
-            out = model(
-                batch["images"].to(device),
-                camids=batch["cam_index"].to(device),
-                missing=tuple(missing),
-                **forward_inputs(items.inputs, batch, device),
-            )
-        feats.append(nn.functional.normalize(out["retrieval"].float(), dim=1).cpu())  # (B, D)
+        feats.append(embed_batch(model, batch, items.inputs, device, missing))  # (B, D)
         pids.append(batch["pid"])
         camids.append(batch["camid"])
         scenes.append(batch["sceneid"])
@@ -108,6 +127,8 @@ class Ranking:
     gallery_set: ShardDataset
     protocol: Protocol  # the dataset's, from dataset.json: "camera" or "scene"
     dataset: str = "?"  # the layout that declared the protocol
+    query_feats: np.ndarray | None = None  # (n_q, D) float32 L2-normalised features (``eval --save-features``)
+    gallery_feats: np.ndarray | None = None  # (n_g, D)
 
     def __post_init__(self) -> None:
         if self.protocol != "scene":
@@ -180,9 +201,10 @@ def rank_gallery(
     q_items, g_items = ShardItems(query, transform, labels, inputs), ShardItems(gallery, transform, labels, inputs)
     q = extract_features(model, q_items, device, missing, num_workers=num_workers)
     g = extract_features(model, g_items, device, missing, num_workers=num_workers)
-    qf, gf = torch.from_numpy(q.pop("feats")).double(), torch.from_numpy(g.pop("feats")).double()
+    q_feats, g_feats = q.pop("feats"), g.pop("feats")  # (n_q, D), (n_g, D)
+    qf, gf = torch.from_numpy(q_feats).double(), torch.from_numpy(g_feats).double()
     distmat = (2.0 - 2.0 * qf @ gf.T).clamp_(min=0.0).numpy()  # (n_q, n_g) squared distance of unit vectors
-    return Ranking(distmat, q, g, query, gallery, protocol, dataset)
+    return Ranking(distmat, q, g, query, gallery, protocol, dataset, q_feats, g_feats)
 
 
 def score(ranking: Ranking) -> EvalResult:

@@ -18,7 +18,7 @@ import torch
 
 from reidschemas.config import TrainConfig
 from reidtrain.atomic import atomic_write_text, read_checkpoint
-from reidtrain.evaluate import load_run_model, rank_gallery, score
+from reidtrain.evaluate import Ranking, load_run_model, rank_gallery, score
 
 __all__ = [
     "MISSING_SETTINGS",
@@ -64,6 +64,7 @@ class RunEval:
     records: list[dict[str, Any]]  # one per checkpoint: checkpoint, epoch, missing, mAP, R1, R5, R10, mINP, ...
     path: Path  # the JSON file
     rank_list: dict[str, Any] | None  # what the PNG shows (path, queries, their top-k and correctness)
+    saved: tuple[Path, ...] = ()  # feature (.parquet) and distance (.npz) files, with --save-features/-distances
 
 
 def best_label(path: Path) -> str:
@@ -102,6 +103,8 @@ class _Loaded:
     model: torch.nn.Module  # on the device
     shards: Path
     image_size: tuple[int, int]
+    name: str  # "last", "best", or the checkpoint file's stem: names the feature and distance files
+    config: dict[str, Any]  # the run's configuration, from the checkpoint
 
 
 def _load_checkpoints(run: Path, checkpoint: str, shards: Path | None, device: torch.device) -> Iterator[_Loaded]:
@@ -115,7 +118,8 @@ def _load_checkpoints(run: Path, checkpoint: str, shards: Path | None, device: t
         if not shards_dir.is_dir():
             raise FileNotFoundError(f"shards folder {shards_dir} does not exist; pass --shards")
         size = tuple(config["recipe"]["image_size"])
-        yield _Loaded(_label(run, name, checkpoint, names), state.get("epoch"), model.to(device), shards_dir, size)
+        label, stem = _label(run, name, checkpoint, names), name if name in ("last", "best") else Path(name).stem
+        yield _Loaded(label, state.get("epoch"), model.to(device), shards_dir, size, stem, config)
 
 
 def evaluate_run(
@@ -127,25 +131,60 @@ def evaluate_run(
     num_workers: int = 0,
     rank_list: int = 0,
     top_k: int = 10,
+    save_features: bool = False,
+    save_distances: bool = False,
 ) -> RunEval:
-    """Evaluate ``run``'s checkpoints ("last", "best", "both" or a file) with ``missing`` modalities zeroed."""
+    """Evaluate ``run``'s checkpoints ("last", "best", "both" or a file) with ``missing`` modalities zeroed.
+
+    ``save_features``: each checkpoint's query and gallery features to ``RUN/features-<name>[-missing-...].parquet``
+    (``reidtrain.features``); ``save_distances``: its distances to ``RUN/dist-<name>[-missing-...].npz``, which
+    ``reidtrain rank`` scores. ``<name>``: last, best, or the checkpoint file's stem.
+    """
     from reidtrain.ranklist import draw_rank_list
 
     run, dev = Path(run), torch.device(device)
     suffix = f"-missing-{'-'.join(missing)}" if missing else ""
-    records, drawn = [], None
+    records, drawn, saved = [], None, []
     for loaded in _load_checkpoints(run, checkpoint, shards, dev):
         ranking = rank_gallery(loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers)
-        records.append(
-            {"checkpoint": loaded.label, "epoch": loaded.epoch, "missing": list(missing), **score(ranking).to_dict()}
-        )
+        record = {
+            "checkpoint": loaded.label,
+            "epoch": loaded.epoch,
+            "missing": list(missing),
+            **score(ranking).to_dict(),
+        }
+        records.append(record)
+        saved += _save(ranking, loaded, run, missing, save_features, save_distances)
         if rank_list and drawn is None:
             drawn = draw_rank_list(ranking, run / f"rank_list{suffix}.png", rank_list, top_k)
             drawn["checkpoint"] = loaded.label
     path = run / f"eval{suffix}.json"
     payload = {"missing": list(missing), "results": records, "rank_list": drawn}
     atomic_write_text(json.dumps(payload, indent=2) + "\n", path)
-    return RunEval(records, path, drawn)
+    return RunEval(records, path, drawn, tuple(saved))
+
+
+def _save(
+    ranking: Ranking, loaded: _Loaded, run: Path, missing: Sequence[str], features: bool, distances: bool
+) -> list[Path]:
+    """``eval --save-features`` / ``--save-distances`` for one checkpoint: the files written."""
+    from reidtrain.features import ranking_features, save_distances, write_features
+
+    suffix = f"-missing-{'-'.join(missing)}" if missing else ""
+    written = []
+    if features:
+        metadata = {
+            "checkpoint_label": loaded.label,
+            "epoch": loaded.epoch,
+            "model": loaded.config.get("model"),
+            "backbone": loaded.config.get("backbone"),
+            "missing": list(missing),
+        }
+        table = ranking_features(ranking, metadata)
+        written.append(write_features(run / f"features-{loaded.name}{suffix}.parquet", table))
+    if distances:
+        written.append(save_distances(run / f"dist-{loaded.name}{suffix}.npz", ranking))
+    return written
 
 
 def evaluate_missing_all(

@@ -92,7 +92,7 @@ _FIGURES = ("mAP", "R1", "R5", "R10", "mINP")
 # Options that may change between the pieces of one run without changing its result.
 _NOT_COMPARED = ("output", "epochs", "device", "num_workers", "provenance", "allowed")
 # Keys that config.json of earlier versions lacks: compared only when the saved config has them.
-_ADDED = ("image_size", "model_options", "parameters", "dataset_fingerprint")
+_ADDED = ("image_size", "model_options", "parameters", "dataset_fingerprint", "camera_ids")
 
 
 class RunMismatchError(ValueError):
@@ -194,6 +194,7 @@ def config_record(
         "num_workers": train.workers,
         "num_classes": labels.num_classes,
         "num_cameras": labels.num_cameras,
+        "camera_ids": sorted(labels.camid_to_index, key=labels.camid_to_index.__getitem__),  # index -> camid (SIE)
         "image_size": list(recipe.image_size),
         "model_options": dict(recipe.model_options),
         "allowed": {key: getattr(train, key) for key in ALLOW_KEYS},

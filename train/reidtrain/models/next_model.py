@@ -81,6 +81,7 @@ class NEXT(nn.Module):
     """
 
     inputs = ("captions",)
+    caption_keys: tuple[str, ...] = ("rgb", "nir", "tir")  # one caption per modality (reidtrain.batch)
 
     def __init__(
         self,

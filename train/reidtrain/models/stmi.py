@@ -326,6 +326,7 @@ class STMI(nn.Module):
     """
 
     inputs: tuple[str, ...] = ("token_mask", "captions")
+    caption_keys: tuple[str, ...] = ("fused",)  # STR reads the fused triplet caption only (reidtrain.batch)
 
     def __init__(
         self,
