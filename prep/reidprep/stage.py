@@ -55,6 +55,7 @@ from reidprep.parts import CorruptPart, RunFolder, unreadable
 from reidprep.progress import track
 from reidprep.workdir import Workdir
 from reidschemas import LedgerEntry, Modality, SampleRecord
+from reidschemas.safeio import DiskFull, is_disk_full
 
 STAGE_FORMAT_VERSION = "1"
 T = TypeVar("T")
@@ -228,6 +229,8 @@ def _process(task: StageTask, units: Sequence[WorkUnit], fail_fast: bool) -> lis
     except StageAbort:
         raise
     except Exception as exc:
+        if is_disk_full(exc):  # not the sample's fault: stop with one line (DiskFull), finished chunks stay
+            raise exc if isinstance(exc, DiskFull) else DiskFull(Path(getattr(exc, "filename", None) or ".")) from exc
         if fail_fast:
             raise StageFailure(f"{task.name}: {units[0].key if len(units) == 1 else 'a chunk'}: {exc}") from exc
         if len(units) == 1:

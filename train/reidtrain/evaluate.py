@@ -8,7 +8,6 @@ never inferred from the rows; shards without one are refused. The result says wh
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
