@@ -119,10 +119,14 @@ def test_malformed_views_fail_are_ledgered_not_cached_and_a_rerun_repairs_them(d
         assert 0 < len(failed) < 12, "the fixture must break some triplets and leave others whole"
         assert f"captions: {12 - len(failed)} done, 0 skipped, {len(failed)} failed" in output
 
-        # One ledger entry per broken view, naming the view, its image and the reason.
+        # One ledger entry per broken view and sample id of its triplet (a test triplet is query and gallery),
+        # naming the view, its image and the reason.
+        samples: dict[str, int] = {}
+        for record in read_manifest(workdir / "index" / "manifest.parquet"):
+            samples[record.triplet_key] = samples.get(record.triplet_key, 0) + 1
         ledger = pq.read_table(workdir / "captions" / "errors.parquet").to_pylist()
         assert sorted((e["reason"].split(" view:")[0], e["path"]) for e in ledger) == sorted(
-            (view, path) for _, view, path in broken
+            (view, path) for key, view, path in broken for _ in range(samples[key])
         )
         assert all(e["error_type"] == "UnusableReply" and "malformed JSON" in e["reason"] for e in ledger)
         rows = read_stage_table(workdir, "captions").to_pylist()
