@@ -140,8 +140,7 @@ def evaluate_run(
             {"checkpoint": loaded.label, "epoch": loaded.epoch, "missing": list(missing), **score(ranking).to_dict()}
         )
         if rank_list and drawn is None:
-            drawn = draw_rank_list(ranking, run / f"rank_list{suffix}.png", rank_list, top_k)
-            drawn["checkpoint"] = loaded.label
+            drawn = draw_rank_list(ranking, run / f"rank_list{suffix}.png", rank_list, top_k, checkpoint=loaded.label)
     path = run / f"eval{suffix}.json"
     payload = {"missing": list(missing), "results": records, "rank_list": drawn}
     atomic_write_text(json.dumps(payload, indent=2) + "\n", path)
