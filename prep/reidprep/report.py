@@ -517,8 +517,7 @@ def _samples_section(
         else f"evenly spaced over the {source}"
     )
     out = [
-        f'<section id="samples"><h2>Samples</h2><div class="sub" style="margin:-6px 0 12px">{len(picks)} '
-        f"triplets {how}"
+        f'<section id="samples"><h2>Samples</h2><div class="sub" style="margin:-6px 0 12px">{len(picks)} triplets {how}'
     ]
     if mask_rows:
         out.append("; green tint and red outline: the mask")

@@ -308,6 +308,6 @@ def test_mask_preview_labels_modalities_and_each_samples_iou(full, tmp_path):
         assert header[:, left : left + cell_w].sum() > 20, f"no modality name over column {c}"
     top = 13 + 2 * PAD
     assert ink[top : top + 13 + 2 * PAD].sum() > 100, "no label over the first row"
-    # sized to what is drawn: images or labels reach to within 2 PAD pixels (glyph bearings) of the right and bottom edges
+    # sized to what is drawn: images or labels end within 2 PAD (glyph bearings) of the edges
     drawn = np.nonzero((shown != 255).any(axis=2))
     assert shown.shape[0] - 1 - drawn[0].max() <= 2 * PAD and shown.shape[1] - 1 - drawn[1].max() <= 2 * PAD
