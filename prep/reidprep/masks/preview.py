@@ -74,26 +74,52 @@ def preview_rows(workdir: Path, count: int) -> list[PreviewRow]:
     return out
 
 
+def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: float) -> list[str]:
+    """``text`` in lines no wider than ``width``: broken between its two-space separated parts, a part too long
+    (a triplet key) after a "/", a piece still too long anywhere."""
+    pieces: list[str] = []
+    for part in text.split("  "):
+        while font.getlength(part) > width:
+            cut = max((i + 1 for i, ch in enumerate(part) if ch == "/" and font.getlength(part[: i + 1]) <= width),
+                      default=0)  # fmt: skip
+            cut = cut or max(1, max(i for i in range(1, len(part) + 1) if font.getlength(part[:i]) <= width))
+            pieces.append(part[:cut])
+            part = part[cut:]
+        pieces.append(part)
+    lines = [pieces[0]]
+    for piece in pieces[1:]:
+        joined = f"{lines[-1]}  {piece}"
+        if font.getlength(joined) <= width and not lines[-1].endswith("/"):
+            lines[-1] = joined
+        else:
+            lines.append(piece)
+    return lines
+
+
 def draw_preview(rows: list[PreviewRow]) -> Image.Image:
-    """The grid: modality names over the columns, each triplet's label over its row; sized to what is drawn."""
+    """The grid: modality names over the columns, each triplet's label over its row (wrapped to the images' width,
+    so the canvas is as wide as the images)."""
     font = ImageFont.load_default(size=FONT_SIZE)
-    line_h = FONT_SIZE + 2 * PAD
+    line_h = FONT_SIZE + PAD
     col_w = [max(r.cells[c].shape[1] for r in rows) for c in range(len(MODALITIES))]
-    label_w = max(int(font.getlength(r.label)) + 2 * PAD for r in rows)
-    width = max(sum(col_w) + PAD * (len(col_w) + 1), label_w)
+    width = sum(col_w) + PAD * (len(col_w) + 1)
+    labels = [_wrap(r.label, font, width - 2 * PAD) for r in rows]
     heights = [max(c.shape[0] for c in r.cells) for r in rows]
-    grid = Image.new("RGB", (width, line_h + sum(h + line_h + PAD for h in heights)), (255, 255, 255))
+    total = line_h + PAD + sum(len(lines) * line_h + PAD + h + PAD for lines, h in zip(labels, heights, strict=True))
+    grid = Image.new("RGB", (width, total), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
     lefts = [PAD + sum(col_w[:c]) + PAD * c for c in range(len(col_w))]
     for c, m in enumerate(MODALITIES):
         name = MODALITY_LABELS[m]
         draw.text((lefts[c] + (col_w[c] - font.getlength(name)) / 2, PAD), name, fill=(0, 0, 0), font=font)
-    top = line_h
-    for row, height in zip(rows, heights, strict=True):
-        draw.text((PAD, top + PAD), row.label, fill=(0, 0, 0), font=font)
+    top = line_h + PAD
+    for row, lines, height in zip(rows, labels, heights, strict=True):
+        for i, line in enumerate(lines):
+            draw.text((PAD, top + i * line_h), line, fill=(0, 0, 0), font=font)
+        top += len(lines) * line_h + PAD
         for c, cell in enumerate(row.cells):
-            grid.paste(Image.fromarray(cell), (lefts[c], top + line_h))
-        top += line_h + height + PAD
+            grid.paste(Image.fromarray(cell), (lefts[c], top))
+        top += height + PAD
     return grid
 
 
