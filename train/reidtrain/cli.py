@@ -473,6 +473,61 @@ def embed(
     out.print(f"features: {out_file} ({rows} rows, {dim} dimensions, L2-normalised)", highlight=False, soft_wrap=True)
 
 
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `reidtrain fit`.")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Where to write.", show_default="RUN/report.html")
+    ] = None,
+) -> None:
+    """Write a self-contained HTML page about a run: curves, last/best and eval results, rank lists, config."""
+    from reidtrain.report import write_run_report
+
+    try:
+        path = write_run_report(run, out_file)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(exc) from None
+    out.print(f"report: {path}", highlight=False)
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.", show_default="off")] = False,
+) -> None:
+    """List the training runs in WORKDIR/train: model, recipe, epochs done, state, last and best test mAP."""
+    import json
+
+    from rich.table import Table
+
+    from reidtrain.runs import list_runs
+
+    try:
+        _, root = _train_config(config, workdir, {})
+        if root is None:
+            raise ValueError("pass --workdir W or --config pipeline.yaml (runs are listed from W/train)")
+        runs = list_runs(root)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(exc) from None
+    if as_json:
+        out.print_json(json.dumps([r.to_dict() for r in runs]))
+        return
+    table = Table(title=f"training runs in {root / 'train'}")
+    for column in ("run", "model", "recipe", "epochs", "state", "last mAP", "best mAP"):
+        table.add_column(column, justify="right" if "mAP" in column or column == "epochs" else "left")
+    for r in runs:
+        epochs = f"{r.done}/{r.target if r.target is not None else '?'}"
+        epochs += f" of {r.total}" if r.total is not None and r.total != r.target else ""
+        state = r.state + (f" (pid {r.holder.get('pid')})" if r.holder else "") + (f"; {r.note}" if r.note else "")
+        best = "" if r.best_map is None else f"{100 * r.best_map:.2f} (epoch {r.best_epoch}, on {r.best_on})"
+        last = "" if r.last_map is None else f"{100 * r.last_map:.2f}"
+        table.add_row(r.run.name, r.model or "?", r.recipe or "?", epochs, state, last, best)
+    out.print(table)
+    if not runs:
+        out.print(f"no run folders in {root / 'train'}", highlight=False)
+
+
 def main() -> None:
     app()
 

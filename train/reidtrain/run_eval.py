@@ -156,8 +156,7 @@ def evaluate_run(
         records.append(record)
         saved += _save(ranking, loaded, run, missing, save_features, save_distances)
         if rank_list and drawn is None:
-            drawn = draw_rank_list(ranking, run / f"rank_list{suffix}.png", rank_list, top_k)
-            drawn["checkpoint"] = loaded.label
+            drawn = draw_rank_list(ranking, run / f"rank_list{suffix}.png", rank_list, top_k, checkpoint=loaded.label)
     path = run / f"eval{suffix}.json"
     payload = {"missing": list(missing), "results": records, "rank_list": drawn}
     atomic_write_text(json.dumps(payload, indent=2) + "\n", path)
