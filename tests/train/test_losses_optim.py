@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from reidtrain.losses import CrossEntropyLabelSmooth, ReIDObjective, TripletLoss
-from reidtrain.optim import WarmupCosine, make_optimizer, param_groups
+from reidtrain.optim import WarmupCosine, make_optimizer, param_groups, scheduler_for
 from reidtrain.recipes import RecipeError, TrainRecipe, list_recipes, load_recipe, parse_recipe
 
 # ---------------------------------------------------------------- losses
@@ -187,6 +187,51 @@ def test_scheduler_state_round_trip():
 
     with pytest.raises(ValueError):
         WarmupCosine(opt, warmup_epochs=10, max_epochs=10)
+
+
+@pytest.mark.parametrize(
+    ("warmup_init", "noise"),
+    [(0.1, (0, 50)), (0.01, None)],  # DeMo's solver/scheduler_factory.py; MambaPro's (0.01 x BASE_LR, no noise)
+)
+def test_timm_cosine_is_the_authors_timm_scheduler(warmup_init: float, noise: tuple[int, int] | None) -> None:
+    """Oracle: timm's own CosineLRScheduler built as the authors' scheduler_factory builds it, stepped with the
+    1-based epoch before each epoch as their processor does; our scheduler is stepped after each epoch."""
+    from timm.scheduler.cosine_lr import CosineLRScheduler
+
+    base_lr, epochs, warmup = 3.5e-4, 50, 10
+    torch.manual_seed(0)
+    ours_opt = make_optimizer("adam", param_groups(_Toy(), base_lr, 5e-6, 1e-4))
+    theirs_opt = make_optimizer("adam", param_groups(_Toy(), base_lr, 5e-6, 1e-4))
+    ours = WarmupCosine(
+        ours_opt, warmup, epochs, warmup_init, 0.001, shape="timm_cosine", anchor_lr=base_lr,
+        noise_pct=0.67 if noise else 0.0, noise_seed=42,
+    )  # fmt: skip
+    theirs = CosineLRScheduler(
+        theirs_opt, t_initial=epochs, lr_min=0.001 * base_lr, cycle_mul=1.0, cycle_decay=0.1,  # t_mul, decay_rate
+        warmup_lr_init=warmup_init * base_lr, warmup_t=warmup, cycle_limit=1, t_in_epochs=True,
+        noise_range_t=noise, noise_pct=0.67, noise_std=1.0, noise_seed=42,
+    )  # fmt: skip
+    backbone_lrs = []
+    for epoch in range(1, epochs + 1):
+        theirs.step(epoch)
+        expected = [group["lr"] for group in theirs_opt.param_groups]
+        assert ours.get_last_lr() == pytest.approx(expected, rel=1e-12), epoch
+        backbone_lrs.append(ours.get_last_lr()[0])
+        ours.step()
+    # the absolute warmup start: the 5e-6 backbone group starts ABOVE its lr (0.1 x 3.5e-4) and warms down to it
+    assert (backbone_lrs[0] > 5e-6) == (warmup_init * base_lr > 5e-6)
+    noisy = WarmupCosine(ours_opt, warmup, epochs, shape="timm_cosine", noise_pct=0.67)
+    assert noisy.noise(epochs) == 0.0 and noisy.noise(1) != 0.0 and abs(noisy.noise(7)) < 0.67
+
+
+def test_scheduler_for_reads_the_recipe() -> None:
+    recipe = parse_recipe(
+        {"schedule": "timm_cosine", "schedule_anchor": "base_lr", "lr_noise": 0.67, "base_lr": 1e-3, "epochs": 20}
+    )
+    sched = scheduler_for(make_optimizer("adam", param_groups(_Toy(), 1e-3, 1e-5, 0.0)), recipe)
+    assert (sched.shape, sched.anchor_lr, sched.noise_pct, sched.noise_seed) == ("timm_cosine", 1e-3, 0.67, 42)
+    default = scheduler_for(make_optimizer("adam", param_groups(_Toy(), 1e-3, 1e-5, 0.0)), parse_recipe({}))
+    assert (default.shape, default.anchor_lr, default.noise_pct) == ("warmup_cosine", None, 0.0)  # today's behaviour
 
 
 # ---------------------------------------------------------------- recipes
