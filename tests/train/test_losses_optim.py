@@ -295,7 +295,8 @@ def test_authors_recipes_hold_the_authors_values() -> None:
     for name in AUTHORS_RECIPES:
         recipe = load_recipe(name)
         assert recipe.loss_weights == {"id": 0.25, "triplet": 1.0} and recipe.pixel_mean == (0.5, 0.5, 0.5), name
-        assert (recipe.schedule, recipe.schedule_anchor) == ("timm_cosine", "base_lr") and recipe.augment.erase_fill == "noise"
+        assert (recipe.schedule, recipe.schedule_anchor) == ("timm_cosine", "base_lr"), name
+        assert (recipe.augment.erase_fill, recipe.augment.geometry) == ("noise", "per_modality"), name
         assert recipe.model_options["activation"] == "quick_gelu", name
         vehicle = "rgbnt201" not in name
         supervision = recipe.model_options.get("modality_supervision", recipe.model_options.get("cls_supervision"))
