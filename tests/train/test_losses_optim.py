@@ -363,3 +363,18 @@ def test_every_shipped_recipe_names_a_registered_model_whose_builder_takes_its_o
         assert raw["model"] in list_models() and name.startswith(raw["model"]), name
         assert raw["backbone"] == ("tiny" if "demo" in name.removeprefix("demo-") else "ViT-B-16-quickgelu"), name
         check_model_options(raw["model"], raw.get("model_options") or {})
+
+
+def test_a_run_recorded_before_the_new_recipe_keys_still_compares_equal() -> None:
+    """Resuming compares config.json's recipe with the resolved one: keys added later (normalisation, erasing fill,
+    geometry, schedule shape, anchor, lr noise) read as their defaults, which are the behaviour before them."""
+    from reidtrain.trainer import _config_diff
+
+    recipe = parse_recipe({"model": "demo", "epochs": 3, "warmup_epochs": 1}).model_dump(mode="json")
+    old = dict(recipe)
+    for key in ("pixel_mean", "pixel_std", "schedule_anchor", "lr_noise", "lr_noise_seed"):
+        del old[key]
+    old["augment"] = {k: v for k, v in recipe["augment"].items() if k not in ("erase_fill", "geometry")}
+    assert _config_diff({"recipe": old}, {"recipe": recipe}) == []
+    changed = {**recipe, "augment": {**recipe["augment"], "geometry": "per_modality"}}
+    assert _config_diff({"recipe": old}, {"recipe": changed}) == ["recipe"]  # a real change is still refused
