@@ -146,3 +146,47 @@ def test_generator_reproducible_and_batch_collates():
         assert torch.equal(a[key], b[key])
     batch = torch.utils.data.default_collate([a, b])
     assert batch["images"].shape == (2, 3, 3, H, W) and batch["has_mask"].shape == (2,)
+
+
+def test_per_modality_geometry_draws_each_modality_on_its_own_and_the_mask_follows_rgb():
+    """geometry="per_modality" (the DeMo/MambaPro code transforms each image on its own): each modality is the
+    reference flip + pad + crop under its own draw, drawn rgb, nir, tir in turn; the mask takes rgb's."""
+    images, mask = bright_triplet()
+    transform = TrainTransform(size=SIZE, erase_p=0.0, pad=10, patch=8, stride=8, geometry="per_modality")
+    differed = False
+    for seed in range(6):
+        generator = torch.Generator().manual_seed(seed)
+        draws = [transform.sample_geometry(generator) for _ in range(3)]
+        out = transform(images, mask, generator=torch.Generator().manual_seed(seed))
+        got = (denormalise(out["images"]).permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+        for modality, g in enumerate(draws):
+            image = images[modality, :, ::-1] if g.flip else images[modality]
+            padded = np.pad(image, ((10, 10), (10, 10), (0, 0)))
+            assert np.array_equal(got[modality], padded[g.top : g.top + H, g.left : g.left + W]), (seed, modality)
+        rgb = draws[0]
+        padded_mask = np.pad(mask[:, ::-1] if rgb.flip else mask, 10)
+        assert np.array_equal(out["mask"].numpy(), padded_mask[rgb.top : rgb.top + H, rgb.left : rgb.left + W])
+        differed |= len(set(draws)) > 1
+    assert differed  # the draws really are independent
+    with pytest.raises(ValueError, match="geometry"):
+        TrainTransform(geometry="random")
+
+
+def test_train_transform_follows_the_recipe_normalisation_and_erasing_fill():
+    from reidtrain.data.augment import train_transform
+    from reidtrain.recipes import parse_recipe
+
+    images = np.full((3, H, W, 3), 255, dtype=np.uint8)
+    half = {"image_size": [H, W], "pixel_mean": [0.5] * 3, "pixel_std": [0.5] * 3}  # no padding below: all white
+    plain = train_transform(parse_recipe({**half, "augment": {"erase_p": 0.0, "pad": 0}}))
+    assert torch.allclose(plain(images, seed=0)["images"], torch.ones(3, 3, H, W))  # (1 - 0.5) / 0.5
+    noisy = train_transform(parse_recipe({**half, "augment": {"erase_p": 1.0, "pad": 0, "erase_fill": "noise"}}))
+    erased = noisy(images, seed=0)["images"] != 1.0  # (3, 3, H, W)
+    values = noisy(images, seed=0)["images"][erased]
+    assert erased.any() and values.std() > 0.5 and len(values.unique()) > 100  # per-pixel normal noise
+    mean_fill = train_transform(parse_recipe({**half, "augment": {"erase_p": 1.0, "pad": 0}}))
+    out = mean_fill(images, seed=0)["images"]
+    assert set(out.unique().tolist()) <= {0.0, 1.0} and (out == 0).any()  # today's default: the mean (0)
+    default = train_transform(parse_recipe({"image_size": [H, W]}))
+    assert default.geometry == "shared" and default.erase_value == 0.0
+    assert torch.allclose(default.mean.flatten(), torch.tensor(CLIP_MEAN))

@@ -24,6 +24,7 @@ from reidtrain.atomic import read_checkpoint, read_json
 from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import EvalTransform
 from reidtrain.data.items import ShardItems
+from reidtrain.data.normalize import CLIP_MEAN, CLIP_STD
 from reidtrain.data.shards import INDEX_NAME, LabelMap, ShardDataset, ShardIndex
 from reidtrain.metrics import evaluate_rank, expected_random_map
 from reidtrain.models import create_model
@@ -179,6 +180,7 @@ def rank_gallery(
     *,
     query: ShardDataset | None = None,
     gallery: ShardDataset | None = None,
+    pixel_stats: tuple[Sequence[float], Sequence[float]] = (CLIP_MEAN, CLIP_STD),
 ) -> Ranking:
     """Features of every query and gallery row of ``shards_dir`` (model left in eval mode) and their distances.
 
@@ -186,6 +188,7 @@ def rank_gallery(
     Raises ValueError when its ``dataset.json`` records no protocol (before any feature is computed).
     ``query`` / ``gallery``: other rows of the same shard set to rank instead of its query and gallery splits (the
     trainer's validation split, ``reidtrain.data.valsplit``); they must carry the model's input columns.
+    ``pixel_stats``: the (mean, std) the model was trained with (the recipe's ``pixel_mean`` / ``pixel_std``).
     """
     inputs = model_inputs(model)
     columns = shard_columns(inputs)
@@ -196,7 +199,7 @@ def rank_gallery(
         gallery = ShardDataset(shards_dir, "gallery", columns=columns, index=query.index)
     protocol, dataset = evaluation_protocol(query.index)
     labels = labels if labels is not None else query.label_map()
-    transform = EvalTransform(size=image_size)
+    transform = EvalTransform(size=image_size, mean=pixel_stats[0], std=pixel_stats[1])
     q_items, g_items = ShardItems(query, transform, labels, inputs), ShardItems(gallery, transform, labels, inputs)
     q = extract_features(model, q_items, device, missing, num_workers=num_workers)
     g = extract_features(model, g_items, device, missing, num_workers=num_workers)

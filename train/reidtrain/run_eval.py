@@ -18,6 +18,7 @@ import torch
 
 from reidschemas.config import TrainConfig
 from reidtrain.atomic import atomic_write_text, read_checkpoint
+from reidtrain.data.normalize import CLIP_MEAN, CLIP_STD
 from reidtrain.evaluate import Ranking, load_run_model, rank_gallery, score
 
 __all__ = [
@@ -105,6 +106,7 @@ class _Loaded:
     image_size: tuple[int, int]
     name: str  # "last", "best", or the checkpoint file's stem: names the feature and distance files
     config: dict[str, Any]  # the run's configuration, from the checkpoint
+    pixel_stats: tuple[Sequence[float], Sequence[float]]  # the recipe's (pixel_mean, pixel_std)
 
 
 def _load_checkpoints(run: Path, checkpoint: str, shards: Path | None, device: torch.device) -> Iterator[_Loaded]:
@@ -118,8 +120,9 @@ def _load_checkpoints(run: Path, checkpoint: str, shards: Path | None, device: t
         if not shards_dir.is_dir():
             raise FileNotFoundError(f"shards folder {shards_dir} does not exist; pass --shards")
         size = tuple(config["recipe"]["image_size"])
+        stats = (config["recipe"].get("pixel_mean", CLIP_MEAN), config["recipe"].get("pixel_std", CLIP_STD))
         label, stem = _label(run, name, checkpoint, names), name if name in ("last", "best") else Path(name).stem
-        yield _Loaded(label, state.get("epoch"), model.to(device), shards_dir, size, stem, config)
+        yield _Loaded(label, state.get("epoch"), model.to(device), shards_dir, size, stem, config, stats)
 
 
 def evaluate_run(
@@ -146,7 +149,9 @@ def evaluate_run(
     suffix = f"-missing-{'-'.join(missing)}" if missing else ""
     records, drawn, saved = [], None, []
     for loaded in _load_checkpoints(run, checkpoint, shards, dev):
-        ranking = rank_gallery(loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers)
+        ranking = rank_gallery(
+            loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers, pixel_stats=loaded.pixel_stats
+        )
         record = {
             "checkpoint": loaded.label,
             "epoch": loaded.epoch,
@@ -200,7 +205,15 @@ def evaluate_missing_all(
     for loaded in _load_checkpoints(run, checkpoint, shards, dev):
         settings = []
         for missing in MISSING_SETTINGS:
-            ranking = rank_gallery(loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers)
+            ranking = rank_gallery(
+                loaded.model,
+                loaded.shards,
+                loaded.image_size,
+                dev,
+                missing,
+                num_workers,
+                pixel_stats=loaded.pixel_stats,
+            )
             settings.append({"checkpoint": loaded.label, "epoch": loaded.epoch, "missing": list(missing),
                              **score(ranking).to_dict()})  # fmt: skip
         average = {k: sum(s[k] for s in settings) / len(settings) for k in METRICS}

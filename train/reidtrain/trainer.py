@@ -68,7 +68,7 @@ from reidschemas.config import TrainConfig
 from reidschemas.safeio import disk_full_guard
 from reidtrain.atomic import UnreadableRunFile, append_line, atomic_save, atomic_write_text, read_checkpoint, read_json
 from reidtrain.batch import forward_inputs, model_inputs, shard_columns
-from reidtrain.data.augment import TrainTransform
+from reidtrain.data.augment import train_transform
 from reidtrain.data.items import ShardItems
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import LabelMap, ShardDataset, ShardIndex
@@ -77,7 +77,7 @@ from reidtrain.distributed import DistEnv, broadcast_object, dist_env, process_g
 from reidtrain.evaluate import EvalResult, Ranking, chance_map, describe, rank_gallery, score
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
-from reidtrain.optim import WarmupCosine, make_optimizer, param_groups
+from reidtrain.optim import make_optimizer, param_groups, scheduler_for
 from reidtrain.preflight import ALLOW_KEYS, FitRefused, refusals, shard_facts, start_block
 from reidtrain.provenance import provenance
 from reidtrain.recipes import TrainRecipe, resolve_recipe
@@ -206,10 +206,13 @@ def config_record(
 
 
 def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` with the recipe naming its model and backbone (config.json of earlier versions lacks them)."""
+    """``config`` with the recipe naming its model and backbone (config.json of earlier versions lacks them) and
+    every recipe key it lacks at its default (keys added later default to the behaviour before them)."""
     recipe = dict(config.get("recipe") or {})
     recipe.setdefault("model", config.get("model"))
     recipe.setdefault("backbone", config.get("backbone"))
+    defaults = TrainRecipe().model_dump(mode="json")
+    recipe = {**defaults, **recipe, "augment": {**defaults["augment"], **(recipe.get("augment") or {})}}
     return {"val_ids": 0, "val_pids": [], **config, "recipe": recipe}  # earlier versions had no validation split
 
 
@@ -497,9 +500,7 @@ def _fit(
         backbone_prefixes=prefixes,
     )
     optimizer = make_optimizer(recipe.optimizer, groups, recipe.momentum)
-    scheduler = WarmupCosine(
-        optimizer, recipe.warmup_epochs, recipe.epochs, recipe.warmup_factor, recipe.eta_min_factor
-    )
+    scheduler = scheduler_for(optimizer, recipe)
     amp_dtype = autocast_dtype(device, recipe.amp)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     sampler = PKSampler(
@@ -510,12 +511,7 @@ def _fit(
         rank=env.rank,
         world_size=env.world_size,
     )
-    transform = TrainTransform(
-        size=recipe.image_size,
-        flip_p=recipe.augment.flip_p,
-        pad=recipe.augment.pad,
-        erase_p=recipe.augment.erase_p,
-    )
+    transform = train_transform(recipe)
     loader = DataLoader(
         ShardItems(train_set, transform, labels, inputs, with_labels=True),
         batch_sampler=sampler.batch_sampler(),
@@ -574,9 +570,7 @@ def _fit(
         result: EvalResult | None = None
         val_result: EvalResult | None = None
         if env.is_main:
-            ranking, val_ranking = _rank(
-                model, shards, recipe.image_size, device, options.workers, labels, index_only.index, val
-            )
+            ranking, val_ranking = _rank(model, shards, recipe, device, options.workers, labels, index_only.index, val)
             result = score(ranking)
             val_result = score(val_ranking) if val_ranking is not None else None
         result, val_result = broadcast_object((result, val_result), env)
@@ -658,7 +652,7 @@ def _fit(
 def _rank(
     model: nn.Module,
     shards: Path,
-    image_size: tuple[int, int],
+    recipe: TrainRecipe,
     device: torch.device,
     workers: int,
     labels: LabelMap,
@@ -666,10 +660,19 @@ def _rank(
     val: ValSplit | None,
 ) -> tuple[Ranking, Ranking | None]:
     """(the test ranking, the validation ranking or None): the same ranking code on the two sets of rows."""
-    test = rank_gallery(model, shards, image_size, device, num_workers=workers, labels=labels, index=index)
+    size, stats = recipe.image_size, (recipe.pixel_mean, recipe.pixel_std)
+    test = rank_gallery(model, shards, size, device, num_workers=workers, labels=labels, index=index, pixel_stats=stats)
     if val is None:
         return test, None
     held_out = rank_gallery(
-        model, shards, image_size, device, num_workers=workers, labels=labels, query=val.query, gallery=val.gallery
+        model,
+        shards,
+        size,
+        device,
+        num_workers=workers,
+        labels=labels,
+        query=val.query,
+        gallery=val.gallery,
+        pixel_stats=stats,
     )
     return test, held_out

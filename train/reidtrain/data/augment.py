@@ -4,7 +4,10 @@ The recipe is the reference repos' (DeMo, MambaPro, TOP-ReID, IDEA): resize, hor
 crop, normalise, random erasing 0.5. Two choices are made explicit here:
 
 - Geometric transforms (resize, flip, pad + crop) are drawn ONCE per sample and applied identically to the three
-  modalities and to the mask (the mask with nearest-neighbour resizing), so the mask stays aligned with every modality.
+  modalities and to the mask (the mask with nearest-neighbour resizing), so the mask stays aligned with every modality
+  (``geometry="shared"``, the default: the triplets are pixel-aligned, and the token mask and any patch-to-patch
+  cross-modal pairing stay true). ``geometry="per_modality"`` draws flip and crop for each modality on its own, as the
+  DeMo and MambaPro code does (torchvision's transform applied to each image separately); the mask then follows RGB.
 - Random erasing is photometric and drawn INDEPENDENTLY per modality (whether to erase, and where), as the reference
   repos apply ``RandomErasing`` to each modality's tensor separately. It never changes the mask: the mask says where
   the object is, not what is visible.
@@ -18,13 +21,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from reidschemas.tokens import patch_grid, token_fractions, token_mask
+from reidtrain.data.normalize import CLIP_MEAN, CLIP_STD
+
+if TYPE_CHECKING:
+    from reidtrain.recipes import TrainRecipe
 
 __all__ = [
     "CLIP_MEAN",
@@ -33,11 +40,10 @@ __all__ = [
     "EvalTransform",
     "Geometry",
     "TrainTransform",
+    "train_transform",
 ]
 
-# open_clip.constants.OPENAI_DATASET_MEAN / _STD (copied: importing open_clip here would cost seconds per worker).
-CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+GeometryMode = Literal["shared", "per_modality"]
 
 
 class AugmentedTriplet(TypedDict):
@@ -135,7 +141,7 @@ class EvalTransform(_TripletTransform):
 
 
 class TrainTransform(_TripletTransform):
-    """Resize, flip, pad + random crop (shared), normalise, random erasing (per modality).
+    """Resize, flip, pad + random crop (shared, or per modality), normalise, random erasing (per modality).
 
     Randomness comes from ``generator`` (or ``seed``) given to :meth:`__call__`; with neither, from torch's global
     RNG, which DataLoader seeds differently in every worker. Geometry is drawn before erasing, so the same seed gives
@@ -160,8 +166,12 @@ class TrainTransform(_TripletTransform):
         token_threshold: float = 0.5,
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
+        geometry: GeometryMode = "shared",
     ) -> None:
         super().__init__(size, patch, stride, token_threshold, mean, std)
+        if geometry not in ("shared", "per_modality"):
+            raise ValueError(f"geometry must be 'shared' or 'per_modality', not {geometry!r}")
+        self.geometry: GeometryMode = geometry
         if pad < 0 or not 0 <= flip_p <= 1 or not 0 <= erase_p <= 1:
             raise ValueError("need pad >= 0 and probabilities in [0, 1]")
         if isinstance(erase_value, str) and erase_value != "random":
@@ -238,7 +248,25 @@ class TrainTransform(_TripletTransform):
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(seed)
         x, m = self._to_tensors(images, mask)  # (3, 3, H', W'), (H', W')
-        x, m = self.apply_geometry(x, m, self.sample_geometry(generator))
+        if self.geometry == "shared":
+            x, m = self.apply_geometry(x, m, self.sample_geometry(generator))
+        else:  # one draw per modality (rgb, nir, tir in turn); the mask follows rgb's
+            moved = [self.apply_geometry(x[i : i + 1], m, self.sample_geometry(generator)) for i in range(len(x))]
+            x, m = torch.cat([xi for xi, _ in moved]), moved[0][1]
         out = self._finish(x, m, mask is not None)
         self.erase(out["images"], generator)  # after the token mask: erasing never touches the mask
         return out
+
+
+def train_transform(recipe: TrainRecipe) -> TrainTransform:
+    """The recipe's train transform: image size, normalisation, flip / pad / erasing and their options."""
+    return TrainTransform(
+        size=recipe.image_size,
+        flip_p=recipe.augment.flip_p,
+        pad=recipe.augment.pad,
+        erase_p=recipe.augment.erase_p,
+        erase_value="random" if recipe.augment.erase_fill == "noise" else 0.0,
+        mean=recipe.pixel_mean,
+        std=recipe.pixel_std,
+        geometry=recipe.augment.geometry,
+    )
