@@ -133,6 +133,7 @@ def evaluate_run(
     top_k: int = 10,
     save_features: bool = False,
     save_distances: bool = False,
+    progress: bool | None = False,
 ) -> RunEval:
     """Evaluate ``run``'s checkpoints ("last", "best", "both" or a file) with ``missing`` modalities zeroed.
 
@@ -146,7 +147,10 @@ def evaluate_run(
     suffix = f"-missing-{'-'.join(missing)}" if missing else ""
     records, drawn, saved = [], None, []
     for loaded in _load_checkpoints(run, checkpoint, shards, dev):
-        ranking = rank_gallery(loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers)
+        ranking = rank_gallery(
+            loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers, progress=progress,
+            desc=loaded.label,
+        )  # fmt: skip
         record = {
             "checkpoint": loaded.label,
             "epoch": loaded.epoch,
@@ -193,6 +197,7 @@ def evaluate_missing_all(
     shards: Path | None = None,
     device: str = "cpu",
     num_workers: int = 0,
+    progress: bool | None = False,
 ) -> RunEval:
     """Every setting of :data:`MISSING_SETTINGS` for each checkpoint, plus their average per checkpoint (the last
     record of each checkpoint, ``missing: "average"``), into ``RUN/eval-missing-all.json``."""
@@ -201,7 +206,10 @@ def evaluate_missing_all(
     for loaded in _load_checkpoints(run, checkpoint, shards, dev):
         settings = []
         for missing in MISSING_SETTINGS:
-            ranking = rank_gallery(loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers)
+            desc = f"{loaded.label} missing {','.join(missing) or 'none'}"
+            ranking = rank_gallery(
+                loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers, progress=progress, desc=desc
+            )
             settings.append({"checkpoint": loaded.label, "epoch": loaded.epoch, "missing": list(missing),
                              **score(ranking).to_dict()})  # fmt: skip
         average = {k: sum(s[k] for s in settings) / len(settings) for k in METRICS}
