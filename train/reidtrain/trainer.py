@@ -7,7 +7,8 @@ A run folder holds::
                     ``provenance`` (``reidtrain.provenance``: package version, git commit, the shards' dataset.json
                     fingerprint, the weights file's SHA-256); a rerun must match it to resume
     metrics.jsonl   one JSON line per finished epoch (loss terms, lr, test mAP, R1, R5, R10, mINP, seconds; with a
-                    validation split also val_mAP, val_R1, ... and ``best_on``)
+                    validation split also val_mAP, val_R1, ... and ``best_on``; the model's epoch statistics such
+                    as STMI's ``chi_density``)
     last.pt         everything needed to continue exactly: model, optimizer, scheduler (and fp16 scaler), epoch
     best.pt         the model of the epoch with the best validation mAP so far (``val_ids`` > 0), else with the best
                     test mAP; ``selected_on`` says which ("val" / "test")
@@ -363,6 +364,26 @@ def _log_epoch(writer: Any, run: Path, record: Mapping[str, Any], epoch: int) ->
         writer.flush()
 
 
+DEGENERATE_DENSITY = 0.95
+"""An incidence density at or above this is reported: the hypergraph has become (nearly) one hyperedge."""
+
+
+def model_epoch_stats(model: nn.Module) -> dict[str, float]:
+    """Statistics the model's modules gathered while training this epoch (modules with ``pop_epoch_stats``, named
+    by their ``stats_prefix``: CHI's ``chi_density``), then reset; {} for models without any."""
+    by_prefix: dict[str, list[dict[str, float]]] = {}
+    for module in model.modules():
+        pop = getattr(module, "pop_epoch_stats", None)
+        if callable(pop):
+            by_prefix.setdefault(str(getattr(module, "stats_prefix", "stats")), []).append(pop())
+    out: dict[str, float] = {}
+    for prefix, found in by_prefix.items():
+        for i, stats in enumerate(found, 1):
+            name = prefix if len(found) == 1 else f"{prefix}{i}"
+            out.update({f"{name}_{key}": round(value, 6) for key, value in stats.items()})
+    return out
+
+
 @dataclass
 class _Where:
     """How far a fit got: the last epoch saved in ``last.pt`` and the epoch in progress (for Ctrl-C's note)."""
@@ -597,6 +618,13 @@ def _fit(
             )
             scheduler.step()
             train_seconds = time.perf_counter() - start
+            stats = model_epoch_stats(model)  # e.g. CHI's incidence density over this epoch's training samples
+            for key, value in stats.items():
+                if key.endswith("density") and value >= DEGENERATE_DENSITY:
+                    echo(
+                        f"epoch {epoch}: {key} {value:.3f}: nearly every node pair shares a hyperedge, so CHI averages "
+                        "all tokens alike (raise model_options.tau to keep it selective)"
+                    )
             result: EvalResult | None = None
             val_result: EvalResult | None = None
             if env.is_main:
@@ -621,6 +649,7 @@ def _fit(
                 "best_on": selected_on,
                 "train_samples_per_s": round(losses["samples"] * env.world_size / max(train_seconds, 1e-9), 2),
                 "seconds": round(time.perf_counter() - start, 3),
+                **stats,
             }
             selecting = val_result.mAP if val_result is not None else result.mAP
             if selecting > best_map:
