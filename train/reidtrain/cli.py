@@ -290,6 +290,7 @@ def fit(
     """
     from reidschemas.overrides import parse_assignments
     from reidtrain.distributed import dist_env
+    from reidtrain.trainer import FitInterrupted
     from reidtrain.trainer import fit as run_fit
 
     given = {
@@ -314,7 +315,11 @@ def fit(
         train, root = _train_config(config, workdir, given)
         train = train.model_copy(update={"set": {**train.set, **overrides}})
         echo = lambda line: out.print(line, highlight=False, soft_wrap=True)  # noqa: E731
-        summary = run_fit(train, root, resume=resume, progress=progress, echo=echo)
+        try:
+            summary = run_fit(train, root, resume=resume, progress=progress, echo=echo)
+        except FitInterrupted as stopped:  # Ctrl-C: where it stopped and how to go on; 130 as for SIGINT
+            err.print(f"{stopped}", highlight=False, soft_wrap=True, markup=False)
+            raise typer.Exit(130) from None
     if dist_env().is_main:
         out.print(str(summary), highlight=False, soft_wrap=True)
 
@@ -364,6 +369,9 @@ def eval_(
             "RUN/dist-<last|best>[-missing-...].npz, which `reidtrain rank` scores.",
         ),
     ] = False,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bars of feature extraction.", show_default="when stderr is a terminal")
+    ] = None,
 ) -> None:
     """Evaluate a run on query/gallery: mAP, R1, R5, R10, mINP per checkpoint, as a table and RUN/eval*.json.
 
@@ -389,12 +397,12 @@ def eval_(
         if every_setting and (save_features or save_distances):
             raise ValueError("--save-features/--save-distances save one setting: pass --missing none, one or two")
         if every_setting:
-            result = evaluate_missing_all(run, checkpoint, shards, train.device, train.workers)
+            result = evaluate_missing_all(run, checkpoint, shards, train.device, train.workers, progress=progress)
         else:
-            saving = {"save_features": save_features, "save_distances": save_distances}
             result = evaluate_run(
-                run, checkpoint, absent, shards, train.device, train.workers, rank_list, top_k, **saving
-            )
+                run, checkpoint, absent, shards, train.device, train.workers, rank_list, top_k,
+                save_features=save_features, save_distances=save_distances, progress=progress,
+            )  # fmt: skip
     from reidschemas import describe_protocol
 
     what = (

@@ -136,6 +136,7 @@ def evaluate_run(
     top_k: int = 10,
     save_features: bool = False,
     save_distances: bool = False,
+    progress: bool | None = False,
 ) -> RunEval:
     """Evaluate ``run``'s checkpoints ("last", "best", "both" or a file) with ``missing`` modalities zeroed.
 
@@ -150,8 +151,9 @@ def evaluate_run(
     records, drawn, saved = [], None, []
     for loaded in _load_checkpoints(run, checkpoint, shards, dev):
         ranking = rank_gallery(
-            loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers, pixel_stats=loaded.pixel_stats
-        )
+            loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers, progress=progress,
+            desc=loaded.label, pixel_stats=loaded.pixel_stats,
+        )  # fmt: skip
         record = {
             "checkpoint": loaded.label,
             "epoch": loaded.epoch,
@@ -197,6 +199,7 @@ def evaluate_missing_all(
     shards: Path | None = None,
     device: str = "cpu",
     num_workers: int = 0,
+    progress: bool | None = False,
 ) -> RunEval:
     """Every setting of :data:`MISSING_SETTINGS` for each checkpoint, plus their average per checkpoint (the last
     record of each checkpoint, ``missing: "average"``), into ``RUN/eval-missing-all.json``."""
@@ -205,6 +208,7 @@ def evaluate_missing_all(
     for loaded in _load_checkpoints(run, checkpoint, shards, dev):
         settings = []
         for missing in MISSING_SETTINGS:
+            desc = f"{loaded.label} missing {','.join(missing) or 'none'}"
             ranking = rank_gallery(
                 loaded.model,
                 loaded.shards,
@@ -212,6 +216,8 @@ def evaluate_missing_all(
                 dev,
                 missing,
                 num_workers,
+                progress=progress,
+                desc=desc,
                 pixel_stats=loaded.pixel_stats,
             )
             settings.append({"checkpoint": loaded.label, "epoch": loaded.epoch, "missing": list(missing),

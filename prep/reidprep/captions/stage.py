@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from reidprep.captions.attributes import AttributeAnswer, AttributeQuery, View, composite_image
-from reidprep.captions.backends.base import ChatRequest, RequestFailure, UsageCounter
+from reidprep.captions.backends.base import ChatRequest, RequestFailure, UsageCounter, requests_done
 from reidprep.captions.merge import Merged, Target, best_of, complement, fuse_triplet, unknown_rate, visibility
 from reidprep.captions.providers import Providers
 from reidprep.captions.render import llm_fusion_prompt, render
@@ -202,8 +202,13 @@ class CaptionsTask(StageTask):
         a provider's failure on a view another answered is a note."""
         queries = [(t, q) for t in triplets for q in self.queries(t)]
         failed: dict[tuple[str, View], list[RequestFailure]] = {}
+        per_triplet = len(self.config.views) * len(self.providers.attribute)  # requests of one triplet
         for provider in self.providers.attribute:
-            answers = provider.describe([q for _, q in queries])
+            token = requests_done.set(lambda n: self.report_progress(n / per_triplet))
+            try:
+                answers = provider.describe([q for _, q in queries])
+            finally:
+                requests_done.reset(token)
             for (t, query), answer in zip(queries, answers, strict=True):
                 if isinstance(answer, AttributeAnswer):
                     t.answers.setdefault(query.view, {})[provider.name] = answer.attributes
