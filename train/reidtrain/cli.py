@@ -359,6 +359,7 @@ def eval_(
             "--save-features",
             help="Also write each checkpoint's query and gallery features (L2-normalised, with sample ids, pids, "
             "camids, sceneids) to RUN/features-<last|best>[-missing-...].parquet.",
+            show_default="off",
         ),
     ] = False,
     save_distances: Annotated[
@@ -367,6 +368,7 @@ def eval_(
             "--save-distances",
             help="Also write each checkpoint's query x gallery distances with ids and protocol to "
             "RUN/dist-<last|best>[-missing-...].npz, which `reidtrain rank` scores.",
+            show_default="off",
         ),
     ] = False,
     progress: Annotated[
