@@ -166,11 +166,11 @@ def run_section(
     return fit_rows(sizes["fit"]["models"], shards(), device, sizes["workers"])
 
 
-def table(sections: list[Section], device: str, console: Console) -> None:
+def table(sections: list[Section], device: str) -> str:
     """One table of every row: section, case, figures with units, note (markdown, so it pastes into RESULTS.md)."""
-    out = Table(box=box.MARKDOWN, title=f"GPU suite on {device}", title_justify="left", show_lines=False)
+    out = Table(box=box.MARKDOWN)
     for column in ("section", "case", "figures", "note"):
-        out.add_column(column, overflow="fold")
+        out.add_column(column)
     for section in sections:
         for row in section.rows:
             if row.error is not None:
@@ -181,7 +181,11 @@ def table(sections: list[Section], device: str, console: Console) -> None:
                 figures = "; ".join(figure.text() for figure in row.figures.values())
                 note = row.note
             out.add_row(section.name, row.case, figures, note)
-    console.print(out)
+    console = Console(width=10_000, color_system=None)  # one line per row, whatever the terminal's width
+    with console.capture() as captured:
+        console.print(out)
+    lines = [line.rstrip() for line in captured.get().splitlines()]
+    return "\n".join([f"GPU suite on {device}", "", *(line for line in lines if line)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["cpu_seconds"] = round(time.process_time(), 3)
     document = {"meta": meta, "sections": {section.name: section.as_json() for section in sections}}
     atomic_write_text(json.dumps(document, indent=2) + "\n", path)
-    table(sections, name, Console(width=None if sys.stdout.isatty() else 1000))  # a file gets unwrapped rows
+    print(table(sections, name))
     spent = ", ".join(f"{s.name} {s.seconds:.1f} s (budget {s.budget_s:g})" for s in sections)
     print(f"seconds per section: {spent}; shards {shards.seconds:.1f} s (budget {SHARDS_BUDGET}); budgets: full run")
     print(f"{meta['seconds']:.1f} s in all ({meta['cpu_seconds']:.1f} s CPU in this process); wrote {path}")

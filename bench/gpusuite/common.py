@@ -53,14 +53,15 @@ class Figure:
     """Shown before the value in the table where the unit alone does not say what it is ("MFU", "peak")."""
 
     def text(self) -> str:
-        prefix = f"{self.label} " if self.label else ""
         if self.value is None:
-            return f"{prefix}n/a"
-        magnitude = abs(self.value)
-        if 0 < magnitude < 0.01:
-            return f"{prefix}{self.value:.1e} {self.unit}"
-        digits = 0 if magnitude >= 1000 else 1 if magnitude >= 10 else 2
-        return f"{prefix}{self.value:,.{digits}f} {self.unit}"
+            number = "n/a"
+        elif 0 < abs(self.value) < 0.01:
+            number = f"{self.value:.1e}"
+        else:
+            digits = 0 if abs(self.value) >= 1000 else 1 if abs(self.value) >= 10 else 2
+            number = f"{self.value:,.{digits}f}"
+        unit = self.unit if self.value is not None else ""
+        return " ".join(part for part in (self.label, number, unit) if part)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"value": self.value, "unit": self.unit}

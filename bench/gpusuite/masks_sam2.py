@@ -10,6 +10,7 @@ both paths in bf16 autocast on CUDA (fp32 on a CPU). ``--tiny``: the tests' tiny
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +60,9 @@ def sam2_rows(device: torch.device, tiny: bool, images: int, batch_size: int, se
             masker.predict(crops[:batch_size], "rgb")  # warm-up: kernels, TorchScript transforms
             masker.predict_one_by_one(crops[:2], "rgb")
             with peak_memory(device) as loop_peak:
-                loop_s, loop_out = timed(lambda m=masker: m.predict_one_by_one(crops, "rgb"), device)
+                loop_s, loop_out = timed(partial(masker.predict_one_by_one, crops, "rgb"), device)
             with peak_memory(device) as batch_peak:
-                batch_s, batch_out = timed(lambda m=masker: m.predict(crops, "rgb"), device)
+                batch_s, batch_out = timed(partial(masker.predict, crops, "rgb"), device)
             same = sum(np.array_equal(a.mask, b.mask) for a, b in zip(loop_out, batch_out, strict=True))
             note = f"{parameters:.1f} M parameters; identical masks on both paths: {same}/{images}"
             rows.append(

@@ -19,6 +19,7 @@ files of a real Qwen2.5-VL checkpoint folder instead (no weights are read from i
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +114,14 @@ def _full_folder(path: Path, size: str, processor_dir: Path | None) -> Path:
     if processor_dir is not None:
         processor = AutoProcessor.from_pretrained(processor_dir, local_files_only=True)
     else:
-        patches = {"patch_size": 14, "temporal_patch_size": 2, "merge_size": 2}
         processor = Qwen2_5_VLProcessor(
-            image_processor=Qwen2VLImageProcessor(size=IMAGE_PIXELS, **patches),
+            image_processor=Qwen2VLImageProcessor(
+                size=IMAGE_PIXELS, patch_size=14, temporal_patch_size=2, merge_size=2
+            ),
             tokenizer=make_tiny_tokenizer(),
-            video_processor=Qwen2VLVideoProcessor(size=IMAGE_PIXELS, **patches),
+            video_processor=Qwen2VLVideoProcessor(
+                size=IMAGE_PIXELS, patch_size=14, temporal_patch_size=2, merge_size=2
+            ),
             chat_template=CHAT_TEMPLATE,
         )
     tokenizer = processor.tokenizer
@@ -201,7 +205,7 @@ def qwen_rows(
                 requests = attribute_requests(max(1, -(-batch // len(VIEWS))), seed + batch)
                 requests = requests[: max(batch, len(VIEWS))]  # batch 1: the four views of one triplet
                 with peak_memory(device) as peak:
-                    seconds, replies = timed(lambda r=requests, b=backend: b.generate(r), device)
+                    seconds, replies = timed(partial(backend.generate, requests), device)
                 answered = [reply for reply in replies if isinstance(reply, ChatReply)]
                 generated = sum(reply.output_tokens for reply in answered)
                 prompt = np.mean([reply.input_tokens for reply in answered]) if answered else float("nan")

@@ -11,11 +11,12 @@ are skipped, with the reason, where mamba-ssm does not import or there is no GPU
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from gpusuite.common import Figure, Row, synchronize, timed
 
-from reidtrain.models.layers.selective_scan import mamba_ssm_available, selective_scan
+from reidtrain.models.layers.selective_scan import ScanBackend, mamba_ssm_available, selective_scan
 
 AGREE = 1e-3
 """Largest relative difference (max |a - b| / max |b|) at which two paths count as equal."""
@@ -68,10 +69,11 @@ def _length_rows(
     tensors = _inputs(batch, channels, state, length, device)
     weight = torch.randn(batch, channels, length, generator=torch.Generator().manual_seed(1)).to(device)
 
-    def forward(backend: str, x: list[torch.Tensor]) -> torch.Tensor:
-        return selective_scan(*x[:5], D=x[5], delta_bias=x[6], delta_softplus=True, backend=backend)  # type: ignore[arg-type]
+    def forward(backend: ScanBackend, x: list[torch.Tensor]) -> torch.Tensor:
+        u, delta, A, B, C, D, delta_bias = x
+        return selective_scan(u, delta, A, B, C, D=D, delta_bias=delta_bias, delta_softplus=True, backend=backend)
 
-    def gradients(backend: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def gradients(backend: ScanBackend) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = [t.clone().requires_grad_() for t in tensors]
         y = forward(backend, x)
         (y * weight).sum().backward()
@@ -81,12 +83,11 @@ def _length_rows(
         naive = naive_scan(*tensors)
     torch_y, torch_grads = gradients("torch")
     times = {}
-    for backend in ("torch", "mamba_ssm"):
-        if backend == "mamba_ssm" and kernel_missing:
-            continue
+    backends: tuple[ScanBackend, ...] = ("torch",) if kernel_missing else ("torch", "mamba_ssm")
+    for backend in backends:
         with torch.no_grad():
-            fwd = _best(lambda b=backend: forward(b, tensors), device, repeats)
-        both = _best(lambda b=backend: gradients(b), device, repeats)
+            fwd = _best(partial(forward, backend, tensors), device, repeats)
+        both = _best(partial(gradients, backend), device, repeats)
         times[backend] = (fwd, both)
     fwd, both = times["torch"]
     rows = [

@@ -29,6 +29,7 @@ import json
 import math
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -90,10 +91,7 @@ def build_shards(root: Path, ids: int, images_per_id: int, seed: int = 0) -> Pat
 
 def step_recipe(model: str, tiny: bool) -> tuple[str, TrainRecipe]:
     """(recipe reference, recipe) of ``model`` for the training-steps section; bf16 either way."""
-    if tiny:
-        name = f"{model}-tiny-demo"
-        return name, resolve_recipe(name, {"amp": "bf16"})[1]
-    name = STEP_RECIPES[model]
+    name = f"{model}-tiny-demo" if tiny else STEP_RECIPES[model]
     if name is None:
         return "TrainRecipe defaults", parse_recipe({"model": model, "amp": "bf16"})
     return name, resolve_recipe(name, {"amp": "bf16"})[1]
@@ -131,7 +129,10 @@ def step_row(
     inputs = model_inputs(model)
     train_set = ShardDataset(shards, "train", columns=shard_columns(inputs), index=index_only.index)
     objective = ReIDObjective(
-        labels.num_classes, dict(recipe.loss_weights), recipe.label_smoothing, recipe.triplet_margin
+        labels.num_classes,
+        {term: w for term, w in recipe.loss_weights.items()},
+        recipe.label_smoothing,
+        recipe.triplet_margin,
     )
     prefixes = [name for name in ("backbone", "encoder") if isinstance(getattr(model, name, None), nn.Module)]
     groups = param_groups(
@@ -166,7 +167,7 @@ def step_row(
     train(loader)  # warm-up
     plan.batches = batches[warmup : warmup + steps]
     with peak_memory(device) as peak:
-        wall, result = timed(lambda: train(loader), device)
+        wall, result = timed(partial(train, loader), device)
     with FlopCounterMode(display=False) as counter:  # one more step, in this process (no workers to count in)
         train(DataLoader(items, batch_sampler=[batches[-1]], num_workers=0))
     flops_per_step = counter.get_total_flops()
@@ -206,7 +207,7 @@ def fit_row(model_name: str, amp: str, shards: Path, device: torch.device, worke
         set={"amp": amp},
     )
     lines: list[str] = []
-    seconds, summary = timed(lambda: fit(options, progress=False, echo=lines.append), device)
+    seconds, summary = timed(partial(fit, options, progress=False, echo=lines.append), device)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     scaler = bool(state.get("scaler"))
@@ -235,7 +236,7 @@ def step_rows(
 ) -> list[Row]:
     rows = []
     for model in models:
-        rows.append(guarded(model, lambda m=model: step_row(m, shards, device, tiny, workers, warmup, steps)))  # type: ignore[misc]
+        rows.append(guarded(model, partial(step_row, model, shards, device, tiny, workers, warmup, steps)))
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -248,9 +249,5 @@ def fit_rows(models: list[str], shards: Path, device: torch.device, workers: int
         for model in models:
             for amp in ("bf16", "fp16"):
                 run = Path(tmp) / f"{model}-{amp}"
-                rows.append(
-                    guarded(
-                        f"{model} amp={amp}", lambda m=model, a=amp, r=run: fit_row(m, a, shards, device, workers, r)
-                    )  # type: ignore[misc]
-                )
+                rows.append(guarded(f"{model} amp={amp}", partial(fit_row, model, amp, shards, device, workers, run)))
     return rows
