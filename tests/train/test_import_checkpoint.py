@@ -115,7 +115,8 @@ def mambapro_authors_state(model: Any) -> dict[str, torch.Tensor]:
         for m, (x, name) in enumerate(zip(RNT, RGB_NIR_TIR, strict=True)):
             theirs[block + f"adapter_prompt_{name}"] = s["srp.prompts"][i, m]
             for k, fc in (("0", "fc1"), ("3", "fc2")):
-                theirs.update({block + f"adapter_{x}.{k}.{p}": s[f"srp.transfer.{i}.{m}.{fc}.{p}"] for p in ("weight", "bias")})  # fmt: skip
+                for p in ("weight", "bias"):
+                    theirs[block + f"adapter_{x}.{k}.{p}"] = s[f"srp.transfer.{i}.{m}.{fc}.{p}"]
         for k, fc in (("0", "fc1"), ("3", "fc2")):
             for p in ("weight", "bias"):  # block 0's copy is never called: random here
                 theirs[block + f"adapter_transfer.{k}.{p}"] = (
@@ -260,11 +261,10 @@ def test_refuses_an_extra_a_missing_key_and_a_wrong_shape_naming_each(tmp_path: 
 def test_refuses_the_other_direct_mode_with_the_way_out(tmp_path: Path) -> None:
     """A DIRECT 0 DeMo file under the DIRECT 1 recipe: its per-modality heads are named, and why."""
     theirs = demo_authors_state(_our_model("demo-rgbnt100", TINY_VEHICLE))
-    heads = ("--set", "model_options.heads=8")  # as the file: only the supervision differs
-    line = _refusal(theirs, tmp_path, "demo", "--recipe", "demo-rgbnt201", *DEMO_TINY_ARGS[2:], "--set", "image_size=[32,64]", *heads)  # fmt: skip
-    assert line.split("builds it")[1].split(": ", 1)[1].startswith(
-        "the file was trained with DIRECT 0 (classifier_r) but the recipe's modality_supervision is 'concat'"
-    )
+    as_the_file = ("--set", "image_size=[32,64]", "--set", "model_options.heads=8")  # only the supervision differs
+    line = _refusal(theirs, tmp_path, "demo", "--recipe", "demo-rgbnt201", *DEMO_TINY_ARGS[2:], *as_the_file)
+    first = line.split("builds it")[1].split(": ", 1)[1]
+    assert first.startswith("the file was trained with DIRECT 0 (classifier_r) but the recipe's modality_supervision")
     assert "classifier_r.weight (no rule)" in line and "modality_neck.classifier.weight" in line.split("left empty")[1]
     assert "shape mismatches" not in line
 
@@ -283,7 +283,8 @@ def test_refuses_a_camera_count_that_contradicts_the_file(tmp_path: Path, full_s
     theirs = demo_authors_state(_our_model("demo-rgbnt201", TINY))
     line = _refusal(theirs, tmp_path, "demo", *DEMO_TINY_ARGS, "--cameras", "6")
     assert "--cameras 6 but" in line and "has 4 rows" in line
-    line = _refusal(theirs, tmp_path, "demo", *DEMO_TINY_ARGS[2:], "--dataset", "msvr310", "--recipe", "demo-rgbnt201", "--shards", str(full_shards))  # fmt: skip
+    other = ("--dataset", "msvr310", "--recipe", "demo-rgbnt201", "--shards", str(full_shards))
+    line = _refusal(theirs, tmp_path, "demo", *DEMO_TINY_ARGS[2:], *other)
     assert "--dataset msvr310 but the shards hold rgbnt201" in line
     theirs["BACKBONE.cv_embed"] = theirs["BACKBONE.cv_embed"][:3]
     line = _refusal(theirs, tmp_path, "demo", *DEMO_TINY_ARGS, "--shards", str(full_shards))

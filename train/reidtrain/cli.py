@@ -495,7 +495,10 @@ def import_checkpoint(
     ] = None,
     recipe: Annotated[
         str | None,
-        typer.Option(help="Recipe (shipped name or YAML file) whose model settings match the checkpoint's."),
+        typer.Option(
+            help="Recipe (shipped name or YAML file) whose model settings match the checkpoint's.",
+            show_default="FORMAT-DATASET",
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,
@@ -503,7 +506,10 @@ def import_checkpoint(
     ] = None,
     shards: Annotated[
         Path | None,
-        typer.Option(help="Shards to evaluate on: cameras numbered as eval numbers them; eval's default shards."),
+        typer.Option(
+            help="Shards to evaluate on: their cameras must be numbered as the file's; eval's default shards.",
+            show_default="none (eval then needs --shards)",
+        ),
     ] = None,
     cameras: Annotated[
         int | None,

@@ -22,15 +22,15 @@ b4f323a430b32e3a1637c3e7acb25868cb52e9cd (``modeling/make_model.py``, ``modeling
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-from reidtrain.importers.mapping import Rule, Unplaceable, permute_blocks, squeeze_dims
+from reidtrain.importers.mapping import Groups, Rule, Unplaceable, permute_blocks, squeeze_dims
 from reidtrain.models.demo import EXPERT_SETS
 
-__all__ = ["CAMERA_KEY", "CLASSIFIER_KEYS", "MODEL", "SOURCE", "hints", "rules"]
+__all__ = ["CAMERA_KEY", "CLASSIFIER_KEYS", "MODEL", "SOURCE", "hints", "name_map"]
 
 MODEL = "demo"
 SOURCE = "github.com/924973292/DeMo @ b4f323a430b32e3a1637c3e7acb25868cb52e9cd"
@@ -48,58 +48,73 @@ _E = "|".join(THEIR_EXPERTS)
 _ATM = r"generalFusion\.moe\."
 
 
-def rules(model: Any) -> list[Rule]:
-    """The name map for ``model`` (our DeMo as configured: its dims, ATMoE heads and modality supervision)."""
+def name_map(model: Any) -> tuple[list[Rule], Callable[[Groups], Groups]]:
+    """(the rules, the group conversion) for ``model``: our DeMo as configured (dims, ATMoE heads, supervision).
+
+    Groups: ``m`` a modality (rgb/nir/tir or r/n/t) -> 0/1/2; ``x`` an expert by name, ``e`` by their number -> our
+    expert index; ``h`` an ATMoE head.
+    """
     dim = model.feat_dim
     c = dim // model.atmoe.heads if model.atmoe is not None else dim
     moe_channels = permute_blocks(ORDER, 0)  # BNNeck vectors of f (7C)
     moe_columns = permute_blocks(ORDER, 1)  # matrices reading f, or the seven features concatenated
 
-    def expert_channels(g: dict[str, str]) -> tuple[slice]:
-        start = _expert(g) * dim + int(g["h"]) * c
-        return (slice(start, start + c),)
+    def fields(g: Groups) -> Groups:
+        out = dict(g)
+        if "m" in g:
+            out["m"] = MODALITY[g["m"]]
+        if "x" in g:
+            out["x"] = EXPERT[g["x"]]
+        if "e" in g:
+            out["e"] = _expert(int(g["e"]))
+        if "h" in g:
+            out["h"] = int(g["h"])
+        return out
 
-    def first_expert_count(g: dict[str, str]) -> str | None:  # one batch counter for the 7 x H BatchNorms
-        return "atmoe.expert_norm.num_batches_tracked" if g["e"] == g["h"] == "0" else None
+    def expert_head(g: Groups) -> tuple[int, int]:
+        return g["e"], g["h"]
 
+    def expert_channels(g: Groups) -> tuple[slice]:
+        return (slice(g["e"] * dim + g["h"] * c, g["e"] * dim + (g["h"] + 1) * c),)
+
+    def first_expert_count(g: Groups) -> str | None:  # one counter for the 7 x H BatchNorms: expert R (0 in both)
+        return "atmoe.expert_norm.num_batches_tracked" if g["e"] == g["h"] == 0 else None
+
+    expert = _ATM + r"experts\.(?P<h>\d+)\.expertHead\.(?P<e>\d+)\.mlp\."
     table = [
         Rule(r"BACKBONE\.cv_embed", "sie_embed", transform=squeeze_dims(1)),  # (cams, 1, 768) -> (cams, 768)
         Rule(r"BACKBONE\.base\.(?P<rest>.+)", "encoder.visual.{rest}"),  # CLIP visual tower, same names
-        Rule(r"(?P<m>rgb|nir|tir)_reduce\.0\.(?P<p>weight|bias)", lambda g: f"pife.{MODALITY[g['m']]}.norm.{g['p']}"),
-        Rule(r"(?P<m>rgb|nir|tir)_reduce\.1\.(?P<p>weight|bias)", lambda g: f"pife.{MODALITY[g['m']]}.proj.{g['p']}"),
-        Rule(rf"generalFusion\.(?P<e>{_E})_token", "hdm.queries", lambda g: (EXPERT[g["e"]],), squeeze_dims(0, 1)),
-        Rule(rf"generalFusion\.(?P<e>{_E})\.(?P<rest>.+)", lambda g: f"hdm.attention.{EXPERT[g['e']]}.{g['rest']}"),
+        Rule(r"(?P<m>rgb|nir|tir)_reduce\.0\.(?P<p>weight|bias)", "pife.{m}.norm.{p}"),
+        Rule(r"(?P<m>rgb|nir|tir)_reduce\.1\.(?P<p>weight|bias)", "pife.{m}.proj.{p}"),
+        Rule(rf"generalFusion\.(?P<x>{_E})_token", "hdm.queries", lambda g: (g["x"],), squeeze_dims(0, 1)),  # (1, 1, C)
+        Rule(rf"generalFusion\.(?P<x>{_E})\.(?P<rest>.+)", "hdm.attention.{x}.{rest}"),
         Rule(_ATM + r"gating_network\.gate\.linear_re\.0\.weight", "atmoe.reduce.0.weight", transform=moe_columns),
         Rule(_ATM + r"gating_network\.gate\.linear_re\.0\.bias", "atmoe.reduce.0.bias"),
         Rule(_ATM + r"gating_network\.gate\.linear_re\.2\.(?P<p>\w+)", "atmoe.reduce.2.{p}"),
         Rule(_ATM + r"gating_network\.gate\.q_\.weight", "atmoe.query.weight"),
         Rule(_ATM + r"gating_network\.gate\.k_\.weight", "atmoe.key.weight"),
-        Rule(_ATM + r"experts\.(?P<h>\d+)\.expertHead\.(?P<e>\d+)\.mlp\.0\.weight", "atmoe.expert_weight",
-             lambda g: (_expert(g), int(g["h"]))),  # fmt: skip
-        Rule(_ATM + r"experts\.(?P<h>\d+)\.expertHead\.(?P<e>\d+)\.mlp\.0\.bias", "atmoe.expert_bias",
-             lambda g: (_expert(g), int(g["h"]))),  # fmt: skip
-        Rule(_ATM + r"experts\.(?P<h>\d+)\.expertHead\.(?P<e>\d+)\.mlp\.2\.num_batches_tracked", first_expert_count),
-        Rule(_ATM + r"experts\.(?P<h>\d+)\.expertHead\.(?P<e>\d+)\.mlp\.2\.(?P<p>\w+)", "atmoe.expert_norm.{p}",
-             expert_channels),  # fmt: skip
+        Rule(expert + r"0\.weight", "atmoe.expert_weight", expert_head),
+        Rule(expert + r"0\.bias", "atmoe.expert_bias", expert_head),
+        Rule(expert + r"2\.num_batches_tracked", first_expert_count),
+        Rule(expert + r"2\.(?P<p>\w+)", "atmoe.expert_norm.{p}", expert_channels),
         Rule(r"bottleneck_moe\.num_batches_tracked", "moe_neck.bottleneck.num_batches_tracked"),
         Rule(r"bottleneck_moe\.(?P<p>\w+)", "moe_neck.bottleneck.{p}", transform=moe_channels),
         Rule(r"classifier_moe\.weight", "moe_neck.classifier.weight", transform=moe_columns),
     ]
     if model.per_modality:  # DIRECT 0: a head per modality
         table += [
-            Rule(r"bottleneck_(?P<m>[rnt])\.(?P<p>\w+)", lambda g: f"modality_necks.{MODALITY[g['m']]}.bottleneck.{g['p']}"),
-            Rule(r"classifier_(?P<m>[rnt])\.weight", lambda g: f"modality_necks.{MODALITY[g['m']]}.classifier.weight"),
-        ]  # fmt: skip
+            Rule(r"bottleneck_(?P<m>[rnt])\.(?P<p>\w+)", "modality_necks.{m}.bottleneck.{p}"),
+            Rule(r"classifier_(?P<m>[rnt])\.weight", "modality_necks.{m}.classifier.weight"),
+        ]
     else:  # DIRECT 1: one head on [f_R, f_N, f_T]
         table += [
             Rule(r"bottleneck\.(?P<p>\w+)", "modality_neck.bottleneck.{p}"),
             Rule(r"classifier\.weight", "modality_neck.classifier.weight"),
         ]
-    return table
+    return table, fields
 
 
-def _expert(g: dict[str, str]) -> int:
-    e = int(g["e"])
+def _expert(e: int) -> int:
     if e >= len(ORDER):
         raise Unplaceable(f"expert {e}: DeMo has {len(ORDER)}")
     return ORDER[e]
@@ -117,5 +132,5 @@ def hints(state: Mapping[str, torch.Tensor], model: Any) -> list[str]:
         )
     heads = {key.split(".")[3] for key in state if key.startswith("generalFusion.moe.experts.")}
     if model.atmoe is not None and heads and len(heads) != model.atmoe.heads:
-        found.append(f"the file's ATMoE has {len(heads)} heads, the recipe's model_options.heads is {model.atmoe.heads}")
+        found.append(f"the file's ATMoE has {len(heads)} heads, the recipe's model_options.heads {model.atmoe.heads}")
     return found

@@ -162,9 +162,9 @@ def import_checkpoint(
     echo(f"dataset: {where} ({how})" if where else "dataset: not given (the file has no camera embedding)")
     echo(f"cameras: {said}")
     echo(f"classes: {num_classes} (rows of {classifier})")
-    halves = sorted({str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()} - {"float32"})
+    halves = {str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()} - {"float32"}
     if halves:
-        echo(f"tensors of the file in {', '.join(halves)}: stored in the model's dtype")
+        echo(f"tensors of the file in {', '.join(sorted(halves))}: stored in the model's dtype")
     model = create_model(
         chosen.model,
         num_classes=num_classes,
@@ -175,7 +175,8 @@ def import_checkpoint(
         require_pretrained=False,  # every weight comes from the file
         **chosen.model_options,
     )
-    placement = place(state, spec.rules(model), model.state_dict())
+    table, fields = spec.name_map(model)
+    placement = place(state, table, model.state_dict(), fields)
     hints = spec.hints(state, model)
     if not placement.ok or hints:
         found = " | ".join(hints + [p for p in (placement.problems(),) if p])  # the likely cause first

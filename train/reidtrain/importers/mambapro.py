@@ -24,14 +24,14 @@ Key names and shapes were read from the authors' public code, github.com/9249732
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-from reidtrain.importers.mapping import Rule, Unplaceable
+from reidtrain.importers.mapping import Groups, Rule, Unplaceable
 
-__all__ = ["CAMERA_KEY", "CLASSIFIER_KEYS", "MODEL", "SOURCE", "hints", "rules"]
+__all__ = ["CAMERA_KEY", "CLASSIFIER_KEYS", "MODEL", "SOURCE", "hints", "name_map"]
 
 MODEL = "mambapro"
 SOURCE = "github.com/924973292/MambaPro @ 6dc4cb7ad7de034fa10482dbf79a3bab1faddaf2"
@@ -40,50 +40,63 @@ CLASSIFIER_KEYS = ("classifier_fuse.weight", "classifier.weight", "BACKBONE.clas
 
 MODALITY = {"r": 0, "n": 1, "t": 2, "rgb": 0, "nir": 1, "tir": 2}
 LINEAR = {"0": "fc1", "3": "fc2"}  # their prompt blocks: Linear, QuickGELU, Dropout, Linear
-_BLOCK = r"BACKBONE\.base\.transformer\.resblocks\.(?P<i>\d+)\."
+_PFA = r"BACKBONE\.base\.transformer\.resblocks\.(?P<pfa>\d+)\."  # a block, numbered for the PFA
+_SRP = r"BACKBONE\.base\.transformer\.resblocks\.(?P<srp>\d+)\."  # the same, numbered for the prompts
 _MIXER = r"AAM\.ma_block\.(?P<b>\d+)\.SSM_(?P<kind>intra|inter)\."
+_INTRA, _INTER = (rf"AAM\.ma_block\.(?P<b>\d+)\.SSM_(?P<kind>{kind})\." for kind in ("intra", "inter"))
 
 
-def rules(model: Any) -> list[Rule]:
-    """The name map for ``model`` (our MambaPro as configured: start layers, MA blocks and mode, supervision)."""
+def name_map(model: Any) -> tuple[list[Rule], Callable[[Groups], Groups]]:
+    """(the rules, the group conversion) for ``model``: our MambaPro as configured (start layers, MA blocks and mode,
+    class-token supervision).
+
+    Groups: ``pfa`` / ``srp`` a block -> our PFA / prompt layer (``prev``: the layer before); ``m`` a modality
+    (rgb/nir/tir or r/n/t) -> 0/1/2; ``k`` a Linear of their prompt blocks -> fc1/fc2; ``b`` and ``kind`` an MA block
+    -> our ``mixer`` index.
+    """
     pfa_start = model.pfa_start_layer
-    srp = model.srp
-    srp_start = srp.start_layer if srp is not None else 0
+    srp_start = model.srp.start_layer if model.srp is not None else 0
     joints = list(dict.fromkeys(m.joint for m in model.ma.mixers)) if model.ma is not None else []  # one MA block
-    per_block = len(joints)
 
-    def mixer(g: dict[str, str]) -> int:  # their (block, intra|inter) -> our ma.mixers index
-        joint = g["kind"] == "inter"
-        if joint not in joints:
-            raise Unplaceable(f"our MA as configured has no {g['kind']}-modality blocks")
-        return int(g["b"]) * per_block + joints.index(joint)
+    def fields(g: Groups) -> Groups:
+        out = dict(g)
+        if "m" in g:
+            out["m"] = MODALITY[g["m"]]
+        if "k" in g:
+            out["k"] = LINEAR[g["k"]]
+        if "pfa" in g:
+            out["pfa"] = int(g["pfa"]) - pfa_start
+        if "srp" in g:
+            out["srp"] = int(g["srp"]) - srp_start
+            out["prev"] = out["srp"] - 1
+        if "b" in g:
+            joint = g["kind"] == "inter"
+            if joint not in joints:
+                raise Unplaceable(f"our MA as configured has no {g['kind']}-modality blocks")
+            out["mixer"] = int(g["b"]) * len(joints) + joints.index(joint)
+        return out
 
-    def residual(g: dict[str, str]) -> str | None:  # block i's RP refines block i-1's fused prompts
-        layer = int(g["i"]) - srp_start
-        return None if layer == 0 else f"srp.residual.{layer - 1}.{LINEAR[g['k']]}.{g['p']}"
+    def residual(g: Groups) -> str | None:  # block i's RP refines block i-1's fused prompts; block 0's is never used
+        return None if g["srp"] == 0 else "srp.residual.{prev}.{k}.{p}".format(**g)
 
     table = [
-        Rule(_BLOCK + r"adapter_ffn\.0\.(?P<p>weight|bias)", lambda g: f"pfa.{int(g['i']) - pfa_start}.up.{g['p']}"),
-        Rule(_BLOCK + r"adapter_ffn\.2\.(?P<p>weight|bias)", lambda g: f"pfa.{int(g['i']) - pfa_start}.down.{g['p']}"),
-        Rule(_BLOCK + r"adapter_prompt_(?P<m>rgb|nir|tir)", "srp.prompts",
-             lambda g: (int(g["i"]) - srp_start, MODALITY[g["m"]])),  # fmt: skip
-        Rule(_BLOCK + r"adapter_(?P<m>[rnt])\.(?P<k>[03])\.(?P<p>weight|bias)",
-             lambda g: f"srp.transfer.{int(g['i']) - srp_start}.{MODALITY[g['m']]}.{LINEAR[g['k']]}.{g['p']}"),  # fmt: skip
-        Rule(_BLOCK + r"adapter_transfer\.(?P<k>[03])\.(?P<p>weight|bias)", residual),
+        Rule(_PFA + r"adapter_ffn\.0\.(?P<p>weight|bias)", "pfa.{pfa}.up.{p}"),
+        Rule(_PFA + r"adapter_ffn\.2\.(?P<p>weight|bias)", "pfa.{pfa}.down.{p}"),
+        Rule(_SRP + r"adapter_prompt_(?P<m>rgb|nir|tir)", "srp.prompts", lambda g: (g["srp"], g["m"])),  # (k, width)
+        Rule(_SRP + r"adapter_(?P<m>[rnt])\.(?P<k>[03])\.(?P<p>weight|bias)", "srp.transfer.{srp}.{m}.{k}.{p}"),
+        Rule(_SRP + r"adapter_transfer\.(?P<k>[03])\.(?P<p>weight|bias)", residual),
         Rule(r"BACKBONE\.base\.(?P<rest>.+)", "encoder.visual.{rest}"),  # CLIP visual tower, same names
         Rule(r"BACKBONE\.cv_embed", "sie_embed"),  # (cams, 768)
-        Rule(_MIXER + r"in_proj_(?P<m>[rnt])\.weight", lambda g: f"ma.mixers.{mixer(g)}.in_proj.{MODALITY[g['m']]}.weight"),
-        Rule(_MIXER + r"conv2d_(?P<m>[rnt])\.(?P<k>[01])\.(?P<p>\w+)",
-             lambda g: f"ma.mixers.{mixer(g)}.conv.{MODALITY[g['m']]}.{g['k']}.{g['p']}"),  # fmt: skip
-        Rule(r"AAM\.ma_block\.(?P<b>\d+)\.SSM_(?P<kind>intra)\.SSM_(?P<m>[rnt])_f\.(?P<p>.+)",
-             lambda g: f"ma.mixers.{mixer(g)}.ssm.{MODALITY[g['m']]}.{g['p']}"),  # fmt: skip
-        Rule(r"AAM\.ma_block\.(?P<b>\d+)\.SSM_(?P<kind>inter)\.SSM_2_f\.(?P<p>.+)", lambda g: f"ma.mixers.{mixer(g)}.ssm.0.{g['p']}"),
-        Rule(_MIXER + r"out_proj\.weight", lambda g: f"ma.mixers.{mixer(g)}.out_proj.weight"),
-        Rule(r"AAM\.linear_reduction_(?P<m>[rnt])\.0\.(?P<p>weight|bias)", lambda g: f"ma.norms.{MODALITY[g['m']]}.{g['p']}"),
-        Rule(r"AAM\.linear_reduction_(?P<m>[rnt])\.1\.(?P<p>weight|bias)", lambda g: f"ma.reductions.{MODALITY[g['m']]}.{g['p']}"),
+        Rule(_MIXER + r"in_proj_(?P<m>[rnt])\.weight", "ma.mixers.{mixer}.in_proj.{m}.weight"),
+        Rule(_MIXER + r"conv2d_(?P<m>[rnt])\.(?P<layer>[01])\.(?P<p>\w+)", "ma.mixers.{mixer}.conv.{m}.{layer}.{p}"),
+        Rule(_INTRA + r"SSM_(?P<m>[rnt])_f\.(?P<p>.+)", "ma.mixers.{mixer}.ssm.{m}.{p}"),  # forward scans only
+        Rule(_INTER + r"SSM_2_f\.(?P<p>.+)", "ma.mixers.{mixer}.ssm.0.{p}"),
+        Rule(_MIXER + r"out_proj\.weight", "ma.mixers.{mixer}.out_proj.weight"),
+        Rule(r"AAM\.linear_reduction_(?P<m>[rnt])\.0\.(?P<p>weight|bias)", "ma.norms.{m}.{p}"),
+        Rule(r"AAM\.linear_reduction_(?P<m>[rnt])\.1\.(?P<p>weight|bias)", "ma.reductions.{m}.{p}"),
         Rule(r"bottleneck_fuse\.(?P<p>\w+)", "bottleneck_ma.{p}"),
         Rule(r"classifier_fuse\.weight", "classifier_ma.weight"),
-    ]  # fmt: skip
+    ]
     if model.cls_supervision == "per_modality":  # DIRECT 0: the shared per-class-token head of the backbone
         table += [
             Rule(r"BACKBONE\.bottleneck\.(?P<p>\w+)", "bottleneck.{p}"),
@@ -98,7 +111,7 @@ def rules(model: Any) -> list[Rule]:
             Rule(r"BACKBONE\.bottleneck\.(?P<p>\w+)", None),  # the per-class-token head, untrained under DIRECT 1
             Rule(r"BACKBONE\.classifier\.weight", None),
         ]
-    return table
+    return table, fields
 
 
 def _batches(state: Mapping[str, torch.Tensor], key: str) -> int | None:

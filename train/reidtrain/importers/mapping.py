@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["Placement", "Rule", "Unplaceable", "permute_blocks", "place", "squeeze_dims"]
+__all__ = ["Groups", "Placement", "Rule", "Unplaceable", "permute_blocks", "place", "squeeze_dims"]
 
-Groups = dict[str, str]
+Groups = dict[str, Any]
 Index = tuple[Any, ...]
 
 
@@ -120,8 +120,17 @@ def _shape(t: torch.Tensor) -> str:
     return str(tuple(t.shape))
 
 
-def place(foreign: Mapping[str, torch.Tensor], rules: Sequence[Rule], ours: Mapping[str, torch.Tensor]) -> Placement:
-    """Fill tensors shaped and typed as ``ours`` (a model's state dict) from ``foreign`` by ``rules``."""
+def place(
+    foreign: Mapping[str, torch.Tensor],
+    rules: Sequence[Rule],
+    ours: Mapping[str, torch.Tensor],
+    fields: Callable[[Groups], Groups] | None = None,
+) -> Placement:
+    """Fill tensors shaped and typed as ``ours`` (a model's state dict) from ``foreign`` by ``rules``.
+
+    ``fields`` turns a match's named groups into the values the rules use (a modality letter into its index, a block
+    number into our layer number); it may raise :class:`Unplaceable`.
+    """
     filled: dict[str, torch.Tensor] = {}
     covered: dict[str, torch.Tensor] = {}  # our key -> bool mask of the elements already filled
     unplaced, shapes, dropped = [], [], []
@@ -130,8 +139,8 @@ def place(foreign: Mapping[str, torch.Tensor], rules: Sequence[Rule], ours: Mapp
         if rule is None or match is None:
             unplaced.append(f"{key} (no rule)")
             continue
-        groups = match.groupdict()
         try:
+            groups = fields(match.groupdict()) if fields is not None else match.groupdict()
             target = rule.resolve(groups)
         except Unplaceable as why:
             unplaced.append(f"{key} ({why})")
