@@ -483,6 +483,61 @@ def embed(
     out.print(f"features: {out_file} ({rows} rows, {dim} dimensions, L2-normalised)", highlight=False, soft_wrap=True)
 
 
+@app.command("import-checkpoint")
+def import_checkpoint(
+    file: Annotated[Path, typer.Argument(help="The authors' released checkpoint (their model.state_dict()).")],
+    format_: Annotated[str, typer.Option("--format", help="Whose checkpoint: demo or mambapro.")],
+    output: Annotated[Path, typer.Option(help="Run folder to write: config.json and last.pt.")],
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="rgbnt201, rgbnt100 or msvr310: picks the recipe FORMAT-DATASET and the authors' camera numbering.",
+            show_default="from --recipe's name or the shards",
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Recipe (shipped name or YAML file) whose model settings match the checkpoint's.",
+            show_default="FORMAT-DATASET",
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe key: KEY=VALUE, as fit --set; repeatable.", show_default="none"),
+    ] = None,
+    shards: Annotated[
+        Path | None,
+        typer.Option(
+            help="Shards to evaluate on: their cameras must be numbered as the file's; eval's default shards.",
+            show_default="none (eval then needs --shards)",
+        ),
+    ] = None,
+    cameras: Annotated[
+        int | None,
+        typer.Option(help="Expected camera count (checked against the file).", show_default="the file's"),
+    ] = None,
+) -> None:
+    """Import the DeMo or MambaPro authors' released weights as a run folder that `reidtrain eval --run` scores.
+
+    Their parameter names are mapped onto our model built by the recipe (default FORMAT-DATASET: the authors'
+    settings); a file that does not fit is refused (exit 2) naming the keys not placed, the keys left empty and the
+    shape mismatches.
+    """
+    from reidschemas.overrides import parse_assignments
+    from reidtrain.importers import import_checkpoint as run_import
+
+    echo = lambda line: out.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
+    with _errors():
+        summary = run_import(
+            file, format_, output, dataset, recipe, parse_assignments(set_ or []), shards, cameras, echo=echo
+        )
+    echo(
+        f"imported {summary.placed} tensors into {summary.run} ({summary.num_classes} classes, {summary.num_cameras} "
+        f"cameras); score it with: reidtrain eval --run {summary.run}" + ("" if shards else " --shards SHARDS")
+    )
+
+
 @app.command()
 def report(
     run: Annotated[Path, typer.Argument(help="Run folder written by `reidtrain fit`.")],

@@ -116,6 +116,8 @@ def _load_checkpoints(run: Path, checkpoint: str, shards: Path | None, device: t
     names = _checkpoints(run, checkpoint)
     for name in names:
         model, config, state = load_run_model(run, name)
+        if shards is None and not config.get("shards"):  # an imported run without --shards records none
+            raise FileNotFoundError(f"{run} records no shards folder: pass --shards")
         shards_dir = Path(shards) if shards is not None else Path(config["shards"])
         if not shards_dir.is_dir():
             raise FileNotFoundError(f"shards folder {shards_dir} does not exist; pass --shards")
