@@ -177,7 +177,7 @@ def test_help_shows_every_default_and_h_works():
         long = runner.invoke(train_app, [command, "--help"])
         short = runner.invoke(train_app, [command, "-h"])
         assert long.exit_code == 0 and short.exit_code == 0 and long.output == short.output
-        blocks = re.split(r"\n\s*(?=(?:-[a-z], )?--[a-z])", long.output.split("Options:")[1])
+        blocks = re.split(r"\n\s*(?=(?:-[a-z], )?--[a-z][a-z-]*[\s,/])", long.output.split("Options:")[1])
         for block in blocks:
             name = block.split()[0] if block.strip() else ""
             if name and name not in ("-h,", "--help"):
