@@ -16,6 +16,9 @@ with the path of the modality that failed. So:
 - a process killed at any moment loses at most the chunk in flight, and nothing is duplicated;
 - ``--num-shards N --shard-index I`` processes the chunks ``c`` with ``c % N == I``; the chunk grid does not
   depend on the sharding, so all shards together write exactly the files of one unsharded run;
+- ``workers`` > 1 computes chunks of a task that allows it (``StageTask.parallel``: CPU-bound, no device or
+  remote backend) in that many worker processes, at most two per worker in flight; this process writes them in
+  chunk order, so the files are byte-identical to one worker's and a kill loses at most the chunks in flight;
 - the fingerprint hashes the task's identity (provider, model, checkpoint hash, parameters), the chunk size and
   the work list: other parameters give another run folder, and ``current.json`` points at the newest. Older run
   folders are kept and reported as stale, never mixed in.
@@ -32,13 +35,17 @@ only and reports bad parts instead of raising.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import multiprocessing
+import os
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -105,6 +112,11 @@ class StageTask(ABC):
         otherwise only ``--retry-failed`` or ``--force`` do."""
         return False
 
+    def parallel(self) -> bool:
+        """Whether chunks may be computed in worker processes (``StageOptions.workers``): the task is CPU-bound,
+        picklable, and its rows depend on nothing but its units. Models on a device and remote backends say no."""
+        return False
+
     @abstractmethod
     def process(self, units: Sequence[WorkUnit]) -> Sequence[UnitResult]:
         """One row dict (matching ``schema``), ``Failure`` or list of failures per unit, in order.
@@ -124,10 +136,14 @@ class StageOptions:
     """Recompute this shard's chunks that have failures."""
     fail_fast: bool = False
     progress: bool = False
+    workers: int = 1
+    """Worker processes computing chunks of a task that allows it (``StageTask.parallel``); 1: this process."""
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
             raise ValueError(f"chunk size must be >= 1, got {self.chunk_size}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
             raise ValueError(
                 f"--shard-index must be in [0, --num-shards); got index {self.shard_index} of {self.num_shards}"
@@ -238,6 +254,64 @@ def _process(task: StageTask, units: Sequence[WorkUnit], fail_fast: bool) -> lis
         return [result for unit in units for result in _process(task, [unit], fail_fast)]
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. a container's or taskset's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def stage_workers(task: StageTask, options: StageOptions) -> int:
+    """The worker processes ``run_stage`` uses for ``task``: ``options.workers`` when the task allows it, else 1."""
+    return options.workers if task.parallel() else 1
+
+
+_worker_task: StageTask | None = None
+
+
+def _start_worker(task: StageTask) -> None:
+    global _worker_task
+    _worker_task = task
+
+
+def _worker_process(units: Sequence[WorkUnit], fail_fast: bool) -> list[UnitResult]:
+    assert _worker_task is not None
+    return _process(_worker_task, units, fail_fast)
+
+
+def _computed(
+    task: StageTask,
+    chunks: list[Sequence[WorkUnit]],
+    todo: list[int],
+    options: StageOptions,
+    start: Callable[[int], None],
+) -> Iterator[tuple[int, list[UnitResult]]]:
+    """Each chunk of ``todo`` with its results, in order; ``start(c)`` is called as chunk ``c``'s computation begins.
+
+    With several workers, chunks run in worker processes (forkserver: a fresh interpreter, not a fork of this
+    possibly threaded one), at most two per worker in flight; an exception in a worker is raised here."""
+    workers = min(stage_workers(task, options), len(todo))
+    if workers <= 1:
+        for c in todo:
+            start(c)
+            yield c, _process(task, chunks[c], options.fail_fast)
+        return
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(task,))
+    pending: deque[tuple[int, Future[list[UnitResult]]]] = deque()
+    queue = iter(todo)
+    try:
+        while True:
+            while len(pending) < 2 * workers and (c := next(queue, None)) is not None:
+                start(c)
+                pending.append((c, pool.submit(_worker_process, chunks[c], options.fail_fast)))
+            if not pending:
+                return
+            c, future = pending.popleft()
+            yield c, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _ledger_entries(
     task: StageTask, failures: list[Failure], samples: dict[str, list[SampleRecord]]
 ) -> list[LedgerEntry]:
@@ -346,18 +420,20 @@ def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSum
 
     done = failed = 0
     total = sum(len(chunks[c]) for c in todo)
-    for c in track(todo, len(todo), f"{task.name} ({total} triplets in {len(todo)} chunks)", options.progress):
-        run.forget(c)  # a kill from here on leaves the chunk unrecorded: not done
-        results = _process(task, chunks[c], options.fail_fast)
-        rows = [r for r in results if isinstance(r, dict)]
-        failures = [f for r in results if not isinstance(r, dict) for f in (r if isinstance(r, list) else [r])]
-        if failures and options.fail_fast:
-            first = failures[0]
-            raise StageFailure(f"{task.name}: {first.key}: {first.error_type}: {first.reason}")
-        ledger = ledger_table(_ledger_entries(task, failures, samples)) if failures else None
-        run.write_chunk(c, pa.Table.from_pylist(rows, schema=schema), ledger, len(results) - len(rows))
-        done += len(rows)
-        failed += len(results) - len(rows)
+    # run.forget: a kill from the start of a chunk's computation on leaves it unrecorded, not done
+    computed = _computed(task, chunks, todo, options, run.forget)
+    description = f"{task.name} ({total} triplets in {len(todo)} chunks)"
+    with contextlib.closing(computed):  # an exception here stops the workers at once
+        for c, results in track(computed, len(todo), description, options.progress):
+            rows = [r for r in results if isinstance(r, dict)]
+            failures = [f for r in results if not isinstance(r, dict) for f in (r if isinstance(r, list) else [r])]
+            if failures and options.fail_fast:
+                first = failures[0]
+                raise StageFailure(f"{task.name}: {first.key}: {first.error_type}: {first.reason}")
+            ledger = ledger_table(_ledger_entries(task, failures, samples)) if failures else None
+            run.write_chunk(c, pa.Table.from_pylist(rows, schema=schema), ledger, len(results) - len(rows))
+            done += len(rows)
+            failed += len(results) - len(rows)
 
     complete = all(_chunk_done(run, c) for c in range(len(chunks)))
     if complete:

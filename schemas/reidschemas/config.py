@@ -125,6 +125,12 @@ class MasksConfig(_Section):
     device: str = Field("cuda", description="cuda (default) or cpu; sam2 only")
     batch_size: int = Field(8, ge=1, description="images per encoder batch")
     chunk_size: int = Field(64, ge=1, description="triplets per output part (the unit of resume)")
+    workers: int = Field(
+        0,
+        ge=0,
+        description="processes computing thermal masks; 0 = one per CPU core this process may use (sam2 stays in "
+        "one process, on its device)",
+    )
     sam2: Sam2Config = Sam2Config()
     thermal: ThermalConfig = ThermalConfig()
 
