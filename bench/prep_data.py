@@ -87,10 +87,10 @@ def rgbnt100(root: Path, release: Path, fraction: float = 1.0, seed: int = 0) ->
     return sum(len(v) for v in names.values())
 
 
-def rgbnt201(root: Path, release: Path, fraction: float = 1.0, pool_ids: int = 12, seed: int = 0) -> int:
+def rgbnt201(root: Path, release: Path, fraction: float = 1.0, pool_ids: int = 12, seed: int = 0) -> dict[str, int]:
     """RGBNT201's folders and names (``000287_cam1_0_05.jpg``; 171 train ids on cameras 1-4, 30 test ids on cameras
     1-2), each triplet a copy of one of a pool of synthetic persons, and a released-captions folder; returns the
-    number of triplets."""
+    number of triplets per folder (``train_171``, ``test``)."""
     pool_dir = root / "_pool"
     generate_dataset(pool_dir, kind="person", ids=pool_ids, images_per_id=4, seed=seed)
     pool = sorted((pool_dir / "RGBNT201").glob("*/RGB/*.jpg"))
@@ -111,4 +111,4 @@ def rgbnt201(root: Path, release: Path, fraction: float = 1.0, pool_ids: int = 1
             triplets += 1
     shutil.rmtree(pool_dir)
     _release(release, names, "person", seed)
-    return triplets
+    return {"train_171": len(names["train"]), "test": len(names["test"])}

@@ -334,7 +334,9 @@ def build_shards(
     target_shard_mb: Annotated[
         float | None, _opt("shards.target_shard_mb", help="Close a shard at this size (MB).")
     ] = None,
-    workers: Annotated[int | None, _opt("shards.workers", help="Threads decoding and encoding images.")] = None,
+    workers: Annotated[
+        int | None, _opt("shards.workers", help="Processes decoding and encoding images (0: one per core).")
+    ] = None,
     allow_test_exclusions: Annotated[
         bool,
         typer.Option(

@@ -38,14 +38,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import multiprocessing
-import os
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections import defaultdict, deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -59,6 +56,7 @@ from reidprep.index import manifest_fingerprint
 from reidprep.ledger import ledger_table, write_ledger
 from reidprep.manifest import read_manifest
 from reidprep.parts import CorruptPart, RunFolder, unreadable
+from reidprep.pool import ordered_map
 from reidprep.progress import track
 from reidprep.workdir import Workdir
 from reidschemas import LedgerEntry, Modality, SampleRecord
@@ -254,62 +252,13 @@ def _process(task: StageTask, units: Sequence[WorkUnit], fail_fast: bool) -> lis
         return [result for unit in units for result in _process(task, [unit], fail_fast)]
 
 
-def available_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask, e.g. a container's or taskset's share)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def stage_workers(task: StageTask, options: StageOptions) -> int:
     """The worker processes ``run_stage`` uses for ``task``: ``options.workers`` when the task allows it, else 1."""
     return options.workers if task.parallel() else 1
 
 
-_worker_task: StageTask | None = None
-
-
-def _start_worker(task: StageTask) -> None:
-    global _worker_task
-    _worker_task = task
-
-
-def _worker_process(units: Sequence[WorkUnit], fail_fast: bool) -> list[UnitResult]:
-    assert _worker_task is not None
-    return _process(_worker_task, units, fail_fast)
-
-
-def _computed(
-    task: StageTask,
-    chunks: list[Sequence[WorkUnit]],
-    todo: list[int],
-    options: StageOptions,
-    start: Callable[[int], None],
-) -> Iterator[tuple[int, list[UnitResult]]]:
-    """Each chunk of ``todo`` with its results, in order; ``start(c)`` is called as chunk ``c``'s computation begins.
-
-    With several workers, chunks run in worker processes (forkserver: a fresh interpreter, not a fork of this
-    possibly threaded one), at most two per worker in flight; an exception in a worker is raised here."""
-    workers = min(stage_workers(task, options), len(todo))
-    if workers <= 1:
-        for c in todo:
-            start(c)
-            yield c, _process(task, chunks[c], options.fail_fast)
-        return
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(task,))
-    pending: deque[tuple[int, Future[list[UnitResult]]]] = deque()
-    queue = iter(todo)
-    try:
-        while True:
-            while len(pending) < 2 * workers and (c := next(queue, None)) is not None:
-                start(c)
-                pending.append((c, pool.submit(_worker_process, chunks[c], options.fail_fast)))
-            if not pending:
-                return
-            c, future = pending.popleft()
-            yield c, future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+def _process_chunk(task: StageTask, fail_fast: bool, chunk: tuple[int, Sequence[WorkUnit]]) -> list[UnitResult]:
+    return _process(task, chunk[1], fail_fast)
 
 
 def _ledger_entries(
@@ -421,10 +370,15 @@ def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSum
     done = failed = 0
     total = sum(len(chunks[c]) for c in todo)
     # run.forget: a kill from the start of a chunk's computation on leaves it unrecorded, not done
-    computed = _computed(task, chunks, todo, options, run.forget)
+    computed = ordered_map(
+        partial(_process_chunk, task, options.fail_fast),
+        [(c, chunks[c]) for c in todo],
+        min(stage_workers(task, options), len(todo)),
+        started=lambda chunk: run.forget(chunk[0]),
+    )
     description = f"{task.name} ({total} triplets in {len(todo)} chunks)"
     with contextlib.closing(computed):  # an exception here stops the workers at once
-        for c, results in track(computed, len(todo), description, options.progress):
+        for c, results in track(zip(todo, computed, strict=True), len(todo), description, options.progress):
             rows = [r for r in results if isinstance(r, dict)]
             failures = [f for r in results if not isinstance(r, dict) for f in (r if isinstance(r, list) else [r])]
             if failures and options.fail_fast:

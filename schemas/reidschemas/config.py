@@ -203,7 +203,12 @@ class CaptionsConfig(_Section):
         description="template captions longer than CLIP's 77 tokens leave out the least important attributes until "
         "they fit (noted); false keeps the whole caption, truncated at tokenisation as the reference code does",
     )
-    chunk_size: int = Field(32, ge=1, description="triplets per output part (the unit of resume)")
+    chunk_size: int | None = Field(
+        None,
+        ge=1,
+        description="triplets per output part (the unit of resume); default 32, and 1024 for the import provider "
+        "(a lookup: a part costs more to write than to fill)",
+    )
     batch_api: bool = Field(False, description="openai: use the Batch API (half price, up to 24 h)")
     openai: OpenAIConfig = OpenAIConfig()
     qwen: QwenConfig = QwenConfig()
@@ -246,7 +251,9 @@ class ShardsConfig(_Section):
     require: list[Literal["masks", "captions"]] = Field(
         ["masks", "captions"], description="stages whose output every sample needs"
     )
-    workers: int = Field(4, ge=1, description="threads decoding and encoding images")
+    workers: int = Field(
+        0, ge=0, description="processes decoding and encoding images; 0 = one per CPU core this process may use"
+    )
 
 
 class TrainConfig(_Section):

@@ -17,10 +17,11 @@ def run_masks(config: PipelineConfig, options: StepOptions, preview: int = 0) ->
     from reidprep.masks.providers import make_provider, provider_name, resolve_source
     from reidprep.masks.quality import groundtruth_iou
     from reidprep.masks.stage import MasksTask
-    from reidprep.stage import StageFailure, available_cores, run_stage, stage_workers
+    from reidprep.pool import resolve_workers
+    from reidprep.stage import StageFailure, run_stage, stage_workers
 
     m = config.masks
-    stage_options = options.stage_options(m.chunk_size, workers=m.workers or available_cores())
+    stage_options = options.stage_options(m.chunk_size, workers=resolve_workers(m.workers))
     task = MasksTask(make_provider(m), resolve_source(m), m.fusion, m.keep_modality_masks)
     try:
         summary = run_stage(task, config.workdir, stage_options)
