@@ -4,7 +4,8 @@ The layouts and counts are those of ``../shared/reference/datasets.md``: RGBNT10
 8,575 gallery files (18,965 records, one 768x128 side-by-side file each); RGBNT201 has 3,951 train and 836 test
 triplets (5,623 records: the test triplets are query and gallery at once). Image content is synthetic: RGBNT100 files
 are one flat JPEG (the import never reads pixels); RGBNT201 files are copies of a small pool of synthetic persons
-(``reidprep synth``), so the thermal masker and build-shards do the work of real 256x128 crops.
+(``reidprep synth``), so the thermal masker, the heuristic captions and build-shards do the work of real 256x128
+crops.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ _VEHICLES = ["sedan", "SUV", "pickup truck", "bus", "van", "hatchback", "taxi", 
 _VIEWS = ["front", "rear", "side", "front-left", "rear-right", "left side"]
 
 
-def _caption(rng: random.Random, modality: str, kind: str) -> str:
-    """An IDEA-like caption (50-70 words; the released ones are MLLM outputs of this shape)."""
-    subject = rng.choice(_VEHICLES) if kind == "vehicle" else rng.choice(["man", "woman", "person"])
+def _caption(rng: random.Random, modality: str) -> str:
+    """An IDEA-like vehicle caption (40-60 words; the released ones are MLLM outputs of this shape)."""
+    subject = rng.choice(_VEHICLES)
     if modality == "RGB":
         return (
             f"The image shows a {rng.choice(_COLOURS)} {subject} seen from the {rng.choice(_VIEWS)} on a "
@@ -51,13 +52,13 @@ def _caption(rng: random.Random, modality: str, kind: str) -> str:
     )
 
 
-def _release(folder: Path, names: dict[str, list[str]], kind: str, seed: int) -> None:
+def _release(folder: Path, names: dict[str, list[str]], seed: int) -> None:
     """``{train,test}_{RGB,NI,TI}.json`` with one caption per file name and modality."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for split, items in names.items():
         for modality in ("RGB", "NI", "TI"):
-            entries = [{"item": name, "description": _caption(rng, modality, kind)} for name in items]
+            entries = [{"item": name, "description": _caption(rng, modality)} for name in items]
             (folder / f"{split}_{modality}.json").write_text(json.dumps(entries))
 
 
@@ -83,14 +84,14 @@ def rgbnt100(root: Path, release: Path, fraction: float = 1.0, seed: int = 0) ->
             name = f"{pid:04d}_c{(i // 50) % 8 + 1:04d}_{index:03d}.jpg"
             (out / name).write_bytes(data)
             names["train" if folder == "bounding_box_train" else "test"].append(name)
-    _release(release, names, "vehicle", seed)
+    _release(release, names, seed)
     return sum(len(v) for v in names.values())
 
 
-def rgbnt201(root: Path, release: Path, fraction: float = 1.0, pool_ids: int = 12, seed: int = 0) -> dict[str, int]:
+def rgbnt201(root: Path, fraction: float = 1.0, pool_ids: int = 12, seed: int = 0) -> dict[str, int]:
     """RGBNT201's folders and names (``000287_cam1_0_05.jpg``; 171 train ids on cameras 1-4, 30 test ids on cameras
-    1-2), each triplet a copy of one of a pool of synthetic persons, and a released-captions folder; returns the
-    number of triplets per folder (``train_171``, ``test``)."""
+    1-2), each triplet a copy of one of a pool of synthetic persons; returns the number of triplets per folder
+    (``train_171``, ``test``)."""
     pool_dir = root / "_pool"
     generate_dataset(pool_dir, kind="person", ids=pool_ids, images_per_id=4, seed=seed)
     pool = sorted((pool_dir / "RGBNT201").glob("*/RGB/*.jpg"))
@@ -110,5 +111,4 @@ def rgbnt201(root: Path, release: Path, fraction: float = 1.0, pool_ids: int = 1
             names["train" if folder == "train_171" else "test"].append(name)
             triplets += 1
     shutil.rmtree(pool_dir)
-    _release(release, names, "person", seed)
     return {"train_171": len(names["train"]), "test": len(names["test"])}

@@ -7,9 +7,10 @@ thermal masks and build-shards, each pair measured side by side in one run.
 - import: ``reidprep captions --provider import`` on RGBNT100's 18,965 file names (``bench/prep_data.py``), the
   code of ``--baseline`` (a git revision, unpacked with ``git archive``) against this working tree, each in a fresh
   process on a copy of the same index; the parts must be byte-identical.
-- masks: ``reidprep masks --provider thermal --workers N`` on RGBNT201's 4,787 triplets (5,623 records);
-- build-shards: ``reidprep build-shards --workers N`` on the same workdir (thermal masks, imported captions).
-  The outputs of every worker count must be byte-identical.
+- the CPU-bound stages on RGBNT201's 4,787 triplets (5,623 records), each with ``--workers N``: thermal masks,
+  heuristic captions, then build-shards (JPEG) from those. The outputs of every worker count must be
+  byte-identical. "busiest process": the largest share of the command's CPU time in one process (100% with one
+  worker; about 1/N when N workers share the work evenly), which shows the split whatever the machine's load.
 
 Times are the wall clock of the whole command (interpreter start and imports included); ``cores busy`` is the
 CPU time of the command and its children over that wall time.
@@ -30,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from prep_data import rgbnt100, rgbnt201
 
 from reidprep.index import run_index
@@ -73,10 +75,10 @@ def _cpu_seconds(root: int, seen: dict[int, float]) -> None:
         seen[pid] = max(seen.get(pid, 0.0), times[pid])
 
 
-def _reidprep(tree: Path, args: list[str]) -> tuple[float, float, str]:
-    """Run ``reidprep ARGS`` with the code of ``tree``: (wall seconds, cores busy, output). Cores busy: the CPU time
-    of the command and every process it starts (forkserver workers included; sampled from /proc every 0.2 s, so
-    each process's last 0.2 s may be missed) over the wall time."""
+def _reidprep(tree: Path, args: list[str]) -> tuple[float, float, float, str]:
+    """Run ``reidprep ARGS`` with the code of ``tree``: (wall seconds, cores busy, the busiest process's share of the
+    CPU time, output). Cores busy: the CPU time of the command and every process it starts (forkserver workers
+    included; sampled from /proc every 0.2 s, so each process's last 0.2 s may be missed) over the wall time."""
     env = {**os.environ, "PYTHONPATH": f"{tree / 'prep'}{os.pathsep}{tree / 'schemas'}"}
     command = [sys.executable, "-c", "from reidprep.cli import main; main()", *args]
     seen: dict[int, float] = {}
@@ -91,7 +93,8 @@ def _reidprep(tree: Path, args: list[str]) -> tuple[float, float, str]:
         output = log.read()
     if process.returncode != 0:
         raise RuntimeError(f"reidprep {' '.join(args)} failed ({process.returncode}):\n{output}")
-    return wall, sum(seen.values()) / wall, output
+    total = sum(seen.values()) or 1.0
+    return wall, total / wall, max(seen.values(), default=0.0) / total, output
 
 
 def _digests(folder: Path, pattern: str) -> dict[str, str]:
@@ -113,71 +116,81 @@ def _row(cells: list[str]) -> None:
     print("| " + " | ".join(cells) + " |", flush=True)
 
 
+def _rows(wd: Path) -> list[dict]:
+    """The captions rows of ``wd``'s run, in chunk order (whatever the chunk size)."""
+    return [
+        row for p in sorted((wd / "captions" / "runs").rglob("part-*.parquet")) for row in pq.read_table(p).to_pylist()
+    ]
+
+
 def bench_import(tmp: Path, fraction: float, baseline: str, repeats: int) -> None:
     records = rgbnt100(tmp / "rgbnt100", tmp / "release100", fraction)
     base = tmp / "w100"
     run_index(base, "rgbnt100", tmp / "rgbnt100", check_images=False)
-    trees = {f"before ({baseline[:7]})": _tree(baseline, tmp / "before"), "after (this tree)": REPO}
+    before = _tree(baseline, tmp / "before")
+    runs = {  # label: (code, extra options)
+        f"before ({baseline[:7]}), 32 triplets per part": (before, []),
+        "after, 32 triplets per part": (REPO, ["--chunk-size", "32"]),
+        "after, default (1024 per part)": (REPO, []),
+    }
     print(f"\n## captions --provider import: RGBNT100, {records:,} records, best of {repeats}\n")
     _row(["code", "seconds", "records/s", "cores busy", "speed-up"])
     _row(["---"] * 5)
     best: dict[str, tuple[float, float]] = {}
     parts: dict[str, dict[str, str]] = {}
-    for _ in range(repeats):  # alternated, so both see the same load
-        for label, tree in trees.items():
+    rows: dict[str, list[dict]] = {}
+    for _ in range(repeats):  # alternated, so all see the same load
+        for label, (tree, extra) in runs.items():
             wd = _fresh(base, tmp / "w100-run")
             args = ["captions", "--workdir", str(wd), "--provider", "import", "--import-dir", str(tmp / "release100")]
-            wall, busy, _ = _reidprep(tree, [*args, "--no-progress"])
+            wall, busy, _, _ = _reidprep(tree, [*args, *extra, "--no-progress"])
             if label not in best or wall < best[label][0]:
                 best[label] = (wall, busy)
             parts[label] = _digests(wd / "captions" / "runs", "part-*.parquet")
-    before = next(iter(best.values()))[0]
+            rows[label] = _rows(wd)
+    first = next(iter(best.values()))[0]
     for label, (wall, busy) in best.items():
-        _row([label, f"{wall:.1f}", f"{records / wall:,.0f}", f"{busy:.2f}", f"{before / wall:.2f}x"])
-    same = len({tuple(p.items()) for p in parts.values()}) == 1
-    print(f"\nparts byte-identical before and after: {same} ({len(next(iter(parts.values())))} parts)")
+        _row([label, f"{wall:.1f}", f"{records / wall:,.0f}", f"{busy:.2f}", f"{first / wall:.2f}x"])
+    labels = list(runs)
+    same_parts = parts[labels[0]] == parts[labels[1]]
+    same_rows = rows[labels[0]] == rows[labels[1]] == rows[labels[2]]
+    print(f"\nparts byte-identical before and after at 32 per part: {same_parts} ({len(parts[labels[0]])} parts)")
+    print(f"rows equal in all three runs: {same_rows} ({len(rows[labels[0]])} rows)")
 
 
 def bench_workers(tmp: Path, fraction: float, workers: list[int]) -> None:
-    counts = rgbnt201(tmp / "rgbnt201", tmp / "release201", fraction)
+    counts = rgbnt201(tmp / "rgbnt201", fraction)
     base = tmp / "w201"
     run_index(base, "rgbnt201", tmp / "rgbnt201", check_images=False)
     triplets, records = sum(counts.values()), counts["train_171"] + 2 * counts["test"]  # test: query and gallery
-    print(f"\n## thermal masks and build-shards: RGBNT201, {triplets:,} triplets, {records:,} records\n")
-    _row(["stage", "workers", "seconds", "per second", "cores busy", "speed-up", "peak MB"])
-    _row(["---"] * 7)
+    print(f"\n## CPU-bound stages: RGBNT201, {triplets:,} triplets, {records:,} records\n")
+    _row(["stage", "workers", "seconds", "per second", "cores busy", "busiest process", "speed-up", "peak MB"])
+    _row(["---"] * 8)
     wd = _fresh(base, tmp / "w201-run")
-    outputs: dict[str, dict[int, dict[str, str]]] = {"masks": {}, "build-shards": {}}
-    first: dict[str, float] = {}
-    for n in workers:
-        args = ["masks", "--workdir", str(wd), "--provider", "thermal", "--workers", str(n), "--force"]
-        wall, busy, _ = _reidprep(REPO, [*args, "--no-progress"])
-        first.setdefault("masks", wall)
-        _row(["masks (thermal)", str(n), f"{wall:.1f}", f"{triplets / wall:,.0f} triplets", f"{busy:.2f}",
-              f"{first['masks'] / wall:.2f}x", ""])  # fmt: skip
-        outputs["masks"][n] = _digests(wd / "masks" / "runs", "part-*")
-    release = str(tmp / "release201")
-    _reidprep(
-        REPO, ["captions", "--workdir", str(wd), "--provider", "import", "--import-dir", release, "--no-progress"]
-    )
-    for n in workers:
-        args = ["build-shards", "--workdir", str(wd), "--workers", str(n), "--force", "--no-progress"]
-        wall, busy, output = _reidprep(REPO, args)
-        rows = int(re.search(r"build-shards: (\d+) rows", output)[1])  # type: ignore[index]
-        peak = re.search(r"peak memory (\d+) MB", output)[1]  # type: ignore[index]
-        first.setdefault("build-shards", wall)
-        _row(["build-shards (jpeg)", str(n), f"{wall:.1f}", f"{rows / wall:,.0f} rows", f"{busy:.2f}",
-              f"{first['build-shards'] / wall:.2f}x", peak])  # fmt: skip
-        outputs["build-shards"][n] = _digests(wd / "shards", "shard-*.parquet")
-    for stage, by_workers in outputs.items():
-        same = len({tuple(d.items()) for d in by_workers.values()}) == 1
-        print(f"{stage}: outputs byte-identical for workers {', '.join(map(str, workers))}: {same}")
+    stages = {  # label: (arguments, unit count, unit, output folder, output files)
+        "masks (thermal)": (["masks", "--provider", "thermal"], triplets, "triplets", "masks/runs", "part-*"),
+        "captions (heuristic)": (["captions", "--provider", "heuristic"], triplets, "triplets", "captions/runs",
+                                 "part-*"),
+        "build-shards (jpeg)": (["build-shards"], records, "rows", "shards", "shard-*.parquet"),
+    }  # fmt: skip
+    for label, (args, units, unit, folder, pattern) in stages.items():
+        outputs, first = [], 0.0
+        for n in workers:
+            command = [*args, "--workdir", str(wd), "--workers", str(n), "--force", "--no-progress"]
+            wall, busy, share, output = _reidprep(REPO, command)
+            first = first or wall
+            peak = re.search(r"peak memory (\d+ MB.*?);", output)
+            _row([label, str(n), f"{wall:.1f}", f"{units / wall:,.0f} {unit}", f"{busy:.2f}", f"{100 * share:.0f}%",
+                  f"{first / wall:.2f}x", peak[1] if peak else ""])  # fmt: skip
+            outputs.append(_digests(wd / folder, pattern))
+        same = all(o == outputs[0] for o in outputs)
+        print(f"{label}: outputs byte-identical for workers {', '.join(map(str, workers))}: {same}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fraction", type=float, default=1.0, help="of the real counts (1.0: full scale)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to compare")
     parser.add_argument("--baseline", default=BASELINE, help="git revision of the 'before' import")
     parser.add_argument("--repeats", type=int, default=1, help="import runs per code version (best kept)")
     parser.add_argument("--only", choices=["import", "workers"], help="one half of the bench")

@@ -294,6 +294,9 @@ def captions(
     chunk_size: Annotated[
         int | None, _opt("captions.chunk_size", help="Triplets per output part (the unit of resume).")
     ] = None,
+    workers: Annotated[
+        int | None, _opt("captions.workers", help="Processes for CPU providers (heuristic; 0: one per core).")
+    ] = None,
     num_shards: ShardsOption = 1,
     shard_index: ShardIndexOption = 0,
     force: Annotated[
@@ -312,7 +315,7 @@ def captions(
         {"workdir": workdir, "captions.providers": provider, "captions.fusion": fusion, "captions.openai.model": model,
          "captions.openai.base_url": base_url, "captions.qwen.model_path": qwen_path, "captions.qwen.device": device,
          "captions.import_dir": import_dir, "captions.batch_api": batch_api or None,
-         "captions.chunk_size": chunk_size},
+         "captions.chunk_size": chunk_size, "captions.workers": workers},
     )  # fmt: skip
     options = _call(
         _options, progress, num_shards=num_shards, shard_index=shard_index, force=force,

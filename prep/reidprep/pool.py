@@ -14,7 +14,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -36,13 +36,17 @@ def ordered_map(
     workers: int,
     started: Callable[[T], None] | None = None,
     in_flight: int = 2,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
 ) -> Generator[R, None, None]:
     """``function(item)`` for each item, in order. ``workers`` <= 1: in this process. Otherwise in that many worker
     processes, at most ``in_flight`` items per worker submitted ahead of the one being consumed (memory stays
     bounded), so the consumer's own work (writing) overlaps theirs. ``function`` and the items must pickle.
 
-    ``started(item)`` is called when an item's computation is submitted (in this process). An exception in a worker
-    is raised here; closing the iterator early cancels what was not started and waits for the rest.
+    ``started(item)`` is called when an item's computation is submitted (in this process). ``initializer(*initargs)``
+    runs once in each worker (state every item needs, pickled once per worker instead of once per item). An
+    exception in a worker is raised here; closing the iterator early cancels what was not started and waits for the
+    rest.
     """
     if workers <= 1:
         for item in items:
@@ -51,7 +55,8 @@ def ordered_map(
             yield function(item)
         return
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    context = multiprocessing.get_context(method)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs)
     pending: deque[Future[R]] = deque()
     queue = iter(items)
     try:

@@ -261,6 +261,20 @@ def _process_chunk(task: StageTask, fail_fast: bool, chunk: tuple[int, Sequence[
     return _process(task, chunk[1], fail_fast)
 
 
+_worker_task: StageTask | None = None
+"""The task of this worker process (set once by ``_start_worker``, so it is pickled once per worker)."""
+
+
+def _start_worker(task: StageTask) -> None:
+    global _worker_task
+    _worker_task = task
+
+
+def _worker_chunk(fail_fast: bool, chunk: tuple[int, Sequence[WorkUnit]]) -> list[UnitResult]:
+    assert _worker_task is not None, "_start_worker did not run"
+    return _process(_worker_task, chunk[1], fail_fast)
+
+
 def _ledger_entries(
     task: StageTask, failures: list[Failure], samples: dict[str, list[SampleRecord]]
 ) -> list[LedgerEntry]:
@@ -370,11 +384,15 @@ def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSum
     done = failed = 0
     total = sum(len(chunks[c]) for c in todo)
     # run.forget: a kill from the start of a chunk's computation on leaves it unrecorded, not done
+    workers = min(stage_workers(task, options), len(todo))
+    pooled = workers > 1  # the task goes to each worker once, not with every chunk
     computed = ordered_map(
-        partial(_process_chunk, task, options.fail_fast),
+        partial(_worker_chunk, options.fail_fast) if pooled else partial(_process_chunk, task, options.fail_fast),
         [(c, chunks[c]) for c in todo],
-        min(stage_workers(task, options), len(todo)),
+        workers,
         started=lambda chunk: run.forget(chunk[0]),
+        initializer=_start_worker if pooled else None,
+        initargs=(task,) if pooled else (),
     )
     description = f"{task.name} ({total} triplets in {len(todo)} chunks)"
     with contextlib.closing(computed):  # an exception here stops the workers at once

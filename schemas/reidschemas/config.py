@@ -209,6 +209,12 @@ class CaptionsConfig(_Section):
         description="triplets per output part (the unit of resume); default 32, and 1024 for the import provider "
         "(a lookup: a part costs more to write than to fill)",
     )
+    workers: int = Field(
+        0,
+        ge=0,
+        description="processes describing triplets with CPU providers (heuristic, template captions); 0 = one per "
+        "CPU core this process may use (model and server providers stay in one process)",
+    )
     batch_api: bool = Field(False, description="openai: use the Batch API (half price, up to 24 h)")
     openai: OpenAIConfig = OpenAIConfig()
     qwen: QwenConfig = QwenConfig()

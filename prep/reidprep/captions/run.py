@@ -67,10 +67,11 @@ def run_captions(config: PipelineConfig, options: StepOptions) -> StepResult:
     """Describe every triplet (``captions`` section), using the current masks run when it is complete."""
     from reidprep.captions.providers import Providers
     from reidprep.captions.stage import CaptionsTask
-    from reidprep.stage import StageAbort, StageFailure, complete_run, read_stage_table, run_stage
+    from reidprep.pool import resolve_workers
+    from reidprep.stage import StageAbort, StageFailure, complete_run, read_stage_table, run_stage, stage_workers
 
     c, workdir = config.captions, config.workdir
-    stage_options = options.stage_options(chunk_size(c))
+    stage_options = options.stage_options(chunk_size(c), workers=resolve_workers(c.workers))
     masks, masks_fp = None, complete_run(workdir, "masks")
     if masks_fp is not None:
         table = read_stage_table(workdir, "masks", columns=["triplet_key", "height", "width", "mask"])
@@ -91,7 +92,7 @@ def run_captions(config: PipelineConfig, options: StepOptions) -> StepResult:
         raise StepFailed(f"captions stopped: {exc}") from exc
     except StageFailure as exc:
         raise StepFailed(str(exc)) from exc
-    parts = f"{stage_options.chunk_size} triplets per part"
+    parts = f"{stage_options.chunk_size} triplets per part, {stage_workers(task, stage_options)} worker(s)"
     lines.append(f"{summary.line()} [providers {', '.join(c.providers)}, fusion {c.fusion}, {parts}]")
     if masks is None and providers.imported is None:
         lines.append("  no complete masks stage: providers estimated the foreground themselves")

@@ -143,6 +143,12 @@ class CaptionsTask(StageTask):
     def inputs(self) -> dict[str, str | None]:
         return {"masks": self.masks_fingerprint}
 
+    def parallel(self) -> bool:
+        """Chunks run in worker processes (``captions.workers``) when every provider is CPU-bound (heuristic) and
+        captions come from the template; never with a model, a server (cache, usage counters) or an import."""
+        p = self.providers
+        return p.fusion is None and p.imported is None and all(provider.cpu_bound for provider in p.attribute)
+
     def retry_on_rerun(self, failure: LedgerEntry) -> bool:
         """Views without a valid answer (provider, network, unusable reply) are asked again by a plain rerun."""
         return failure.error_type not in PERMANENT_ERRORS
