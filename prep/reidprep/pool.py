@@ -59,17 +59,20 @@ def ordered_map(
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs)
     pending: deque[Future[R]] = deque()
     queue = iter(items)
+    exhausted = False
     try:
         while True:
-            while len(pending) < in_flight * workers and (item := next(queue, _END)) is not _END:
+            while not exhausted and len(pending) < in_flight * workers:
+                try:
+                    item = next(queue)
+                except StopIteration:
+                    exhausted = True
+                    break
                 if started is not None:
-                    started(item)  # type: ignore[arg-type]
-                pending.append(pool.submit(function, item))  # type: ignore[arg-type]
+                    started(item)
+                pending.append(pool.submit(function, item))
             if not pending:
                 return
             yield pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-_END = object()

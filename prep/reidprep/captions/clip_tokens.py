@@ -61,7 +61,7 @@ def _bpe() -> Any:
 
     with gzip.open(_vocabulary_file()) as handle:
         lines = handle.read().decode("utf-8").split("\n")[1 : _MERGES + 1]
-    merges = [tuple(line.split()) for line in lines]
+    merges = [(first, second) for first, second in (line.split() for line in lines)]
     chars = list(_BYTE_CHARS.values())
     vocab = [*chars, *(c + "</w>" for c in chars), *("".join(m) for m in merges), *SPECIAL_TOKENS]
     return BPE({token: i for i, token in enumerate(vocab)}, merges, end_of_word_suffix="</w>")

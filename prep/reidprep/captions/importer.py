@@ -17,11 +17,10 @@ import json
 from collections.abc import Sequence
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
 
 from reidprep.captions.merge import Target
 from reidprep.captions.validate import clip_token_count, length_note, validate_caption
-from reidprep.stage import Failure, WorkUnit
+from reidprep.stage import Failure, UnitResult, WorkUnit
 from reidschemas import MODALITIES, AttributeSet, Modality, ObjectKind, SampleRecord, attribute_model
 
 FILE_MODALITY: dict[Modality, str] = {"rgb": "RGB", "nir": "NI", "tir": "TI"}
@@ -90,16 +89,16 @@ class ReleasedCaptions:
             found[modality] = table[name]
         return found
 
-    def rows(self, units: Sequence[WorkUnit]) -> list[dict[str, Any] | Failure]:
+    def rows(self, units: Sequence[WorkUnit]) -> list[UnitResult]:
         """The captions stage's row of each unit, or its ``MissingCaption`` failure, in order.
 
         ``notes`` lists each modality's validation problems (``"<modality>: <problem>"``), then each caption
         longer than CLIP's context (``"<target> caption: <note>"``); ``attributes`` and the unknown rates are null.
         """
-        out: list[dict[str, Any] | Failure] = []
+        out: list[UnitResult] = []
         for unit in units:
             try:
-                captions: dict[Target, str] = {**self.lookup(unit.record)}
+                captions: dict[Target, str] = dict(self.lookup(unit.record).items())
             except KeyError as exc:
                 out.append(Failure(unit.key, str(exc.args[0]), "MissingCaption"))
                 continue
