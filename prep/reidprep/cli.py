@@ -239,6 +239,9 @@ def masks(
     chunk_size: Annotated[
         int | None, _opt("masks.chunk_size", help="Triplets per output part (the unit of resume).")
     ] = None,
+    workers: Annotated[
+        int | None, _opt("masks.workers", help="Processes computing thermal masks (0: one per core).")
+    ] = None,
     num_shards: ShardsOption = 1,
     shard_index: ShardIndexOption = 0,
     force: Annotated[
@@ -258,7 +261,8 @@ def masks(
         {"workdir": workdir, "masks.provider": provider, "masks.source": source, "masks.fusion": fusion,
          "masks.keep_modality_masks": keep_modality_masks, "masks.sam2.checkpoint": checkpoint,
          "masks.sam2.model": sam2_model, "masks.sam2.version": sam2_version, "masks.sam2.prompt": prompt,
-         "masks.device": device, "masks.batch_size": batch_size, "masks.chunk_size": chunk_size},
+         "masks.device": device, "masks.batch_size": batch_size, "masks.chunk_size": chunk_size,
+         "masks.workers": workers},
     )  # fmt: skip
     options = _call(
         _options, progress, num_shards=num_shards, shard_index=shard_index, force=force,
@@ -290,6 +294,9 @@ def captions(
     chunk_size: Annotated[
         int | None, _opt("captions.chunk_size", help="Triplets per output part (the unit of resume).")
     ] = None,
+    workers: Annotated[
+        int | None, _opt("captions.workers", help="Processes for CPU providers (heuristic; 0: one per core).")
+    ] = None,
     num_shards: ShardsOption = 1,
     shard_index: ShardIndexOption = 0,
     force: Annotated[
@@ -308,7 +315,7 @@ def captions(
         {"workdir": workdir, "captions.providers": provider, "captions.fusion": fusion, "captions.openai.model": model,
          "captions.openai.base_url": base_url, "captions.qwen.model_path": qwen_path, "captions.qwen.device": device,
          "captions.import_dir": import_dir, "captions.batch_api": batch_api or None,
-         "captions.chunk_size": chunk_size},
+         "captions.chunk_size": chunk_size, "captions.workers": workers},
     )  # fmt: skip
     options = _call(
         _options, progress, num_shards=num_shards, shard_index=shard_index, force=force,
@@ -330,6 +337,9 @@ def build_shards(
     target_shard_mb: Annotated[
         float | None, _opt("shards.target_shard_mb", help="Close a shard at this size (MB).")
     ] = None,
+    workers: Annotated[
+        int | None, _opt("shards.workers", help="Processes decoding and encoding images (0: one per core).")
+    ] = None,
     allow_test_exclusions: Annotated[
         bool,
         typer.Option(
@@ -350,7 +360,8 @@ def build_shards(
     cfg = _config(
         config,
         {"workdir": workdir, "shards.image_format": image_format, "shards.size": size, "shards.missing": missing,
-         "shards.target_shard_mb": target_shard_mb, "shards.allow_test_exclusions": allow_test_exclusions or None},
+         "shards.target_shard_mb": target_shard_mb, "shards.allow_test_exclusions": allow_test_exclusions or None,
+         "shards.workers": workers},
     )  # fmt: skip
     _print(_call(get_step("shards").run, cfg, _options(progress, force=force)))
 

@@ -16,6 +16,9 @@ with the path of the modality that failed. So:
 - a process killed at any moment loses at most the chunk in flight, and nothing is duplicated;
 - ``--num-shards N --shard-index I`` processes the chunks ``c`` with ``c % N == I``; the chunk grid does not
   depend on the sharding, so all shards together write exactly the files of one unsharded run;
+- ``workers`` > 1 computes chunks of a task that allows it (``StageTask.parallel``: CPU-bound, no device or
+  remote backend) in that many worker processes, at most two per worker in flight; this process writes them in
+  chunk order, so the files are byte-identical to one worker's and a kill loses at most the chunks in flight;
 - the fingerprint hashes the task's identity (provider, model, checkpoint hash, parameters), the chunk size and
   the work list: other parameters give another run folder, and ``current.json`` points at the newest. Older run
   folders are kept and reported as stale, never mixed in.
@@ -32,6 +35,7 @@ only and reports bad parts instead of raising.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
@@ -52,6 +56,7 @@ from reidprep.index import manifest_fingerprint
 from reidprep.ledger import ledger_table, write_ledger
 from reidprep.manifest import read_manifest
 from reidprep.parts import CorruptPart, RunFolder, unreadable
+from reidprep.pool import ordered_map
 from reidprep.progress import counter
 from reidprep.workdir import Workdir
 from reidschemas import LedgerEntry, Modality, SampleRecord
@@ -107,10 +112,16 @@ class StageTask(ABC):
 
     def report_progress(self, units: float) -> None:
         """Move the runner's progress bar by ``units`` (fractions allowed) of the chunk in flight: for tasks whose
-        chunk takes long (captions from a remote MLLM). Optional: the runner also moves it at each chunk's end."""
+        chunk takes long (captions from a remote MLLM). Optional: the runner also moves it at each chunk's end
+        (in worker processes, ``parallel`` tasks, only then)."""
         hook: Callable[[float], None] | None = getattr(self, "_progress_hook", None)
         if hook is not None:
             hook(units)
+
+    def parallel(self) -> bool:
+        """Whether chunks may be computed in worker processes (``StageOptions.workers``): the task is CPU-bound,
+        picklable, and its rows depend on nothing but its units. Models on a device and remote backends say no."""
+        return False
 
     @abstractmethod
     def process(self, units: Sequence[WorkUnit]) -> Sequence[UnitResult]:
@@ -131,10 +142,14 @@ class StageOptions:
     """Recompute this shard's chunks that have failures."""
     fail_fast: bool = False
     progress: bool = False
+    workers: int = 1
+    """Worker processes computing chunks of a task that allows it (``StageTask.parallel``); 1: this process."""
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
             raise ValueError(f"chunk size must be >= 1, got {self.chunk_size}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
             raise ValueError(
                 f"--shard-index must be in [0, --num-shards); got index {self.shard_index} of {self.num_shards}"
@@ -245,6 +260,29 @@ def _process(task: StageTask, units: Sequence[WorkUnit], fail_fast: bool) -> lis
         return [result for unit in units for result in _process(task, [unit], fail_fast)]
 
 
+def stage_workers(task: StageTask, options: StageOptions) -> int:
+    """The worker processes ``run_stage`` uses for ``task``: ``options.workers`` when the task allows it, else 1."""
+    return options.workers if task.parallel() else 1
+
+
+def _process_chunk(task: StageTask, fail_fast: bool, chunk: tuple[int, Sequence[WorkUnit]]) -> list[UnitResult]:
+    return _process(task, chunk[1], fail_fast)
+
+
+_worker_task: StageTask | None = None
+"""The task of this worker process (set once by ``_start_worker``, so it is pickled once per worker)."""
+
+
+def _start_worker(task: StageTask) -> None:
+    global _worker_task
+    _worker_task = task
+
+
+def _worker_chunk(fail_fast: bool, chunk: tuple[int, Sequence[WorkUnit]]) -> list[UnitResult]:
+    assert _worker_task is not None, "_start_worker did not run"
+    return _process(_worker_task, chunk[1], fail_fast)
+
+
 def _ledger_entries(
     task: StageTask, failures: list[Failure], samples: dict[str, list[SampleRecord]]
 ) -> list[LedgerEntry]:
@@ -353,13 +391,23 @@ def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSum
 
     done = failed = 0
     total = sum(len(chunks[c]) for c in todo)
+    # run.forget: a kill from the start of a chunk's computation on leaves it unrecorded, not done
+    workers = min(stage_workers(task, options), len(todo))
+    pooled = workers > 1  # the task goes to each worker once, not with every chunk
+    computed = ordered_map(
+        partial(_worker_chunk, options.fail_fast) if pooled else partial(_process_chunk, task, options.fail_fast),
+        [(c, chunks[c]) for c in todo],
+        workers,
+        started=lambda chunk: run.forget(chunk[0]),
+        initializer=_start_worker if pooled else None,
+        initargs=(task,) if pooled else (),
+    )
     description = f"{task.name} ({total} triplets in {len(todo)} chunks)"
-    with counter(total, description, options.progress, unit="triplets") as bar:
-        task._progress_hook = bar.advance  # type: ignore[attr-defined]  # see StageTask.report_progress
-        finished = 0
-        for c in todo:
-            run.forget(c)  # a kill from here on leaves the chunk unrecorded: not done
-            results = _process(task, chunks[c], options.fail_fast)
+    finished = 0
+    with counter(total, description, options.progress, unit="triplets") as bar, contextlib.closing(computed):
+        if not pooled:  # in this process the task may move the bar within a chunk (a worker cannot)
+            task._progress_hook = bar.advance  # type: ignore[attr-defined]  # see StageTask.report_progress
+        for c, results in zip(todo, computed, strict=True):  # an exception here stops the workers at once
             rows = [r for r in results if isinstance(r, dict)]
             failures = [f for r in results if not isinstance(r, dict) for f in (r if isinstance(r, list) else [r])]
             if failures and options.fail_fast:
@@ -371,6 +419,7 @@ def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSum
             failed += len(results) - len(rows)
             finished += len(chunks[c])
             bar.set_completed(finished)
+    vars(task).pop("_progress_hook", None)  # the bar is gone; a pickled task must not carry it
 
     complete = all(_chunk_done(run, c) for c in range(len(chunks)))
     if complete:

@@ -46,8 +46,9 @@ class StepOptions:
     preview: int = 0
     """masks: also write ``masks/preview.png`` with this many triplets (0: none)."""
 
-    def stage_options(self, chunk_size: int) -> StageOptions:
-        """These options for the chunked per-triplet runner, with ``chunk_size`` triplets per part."""
+    def stage_options(self, chunk_size: int, workers: int = 1) -> StageOptions:
+        """These options for the chunked per-triplet runner, with ``chunk_size`` triplets per part and ``workers``
+        worker processes (for tasks that allow them)."""
         from reidprep.stage import StageOptions
 
         return StageOptions(
@@ -58,6 +59,7 @@ class StepOptions:
             retry_failed=self.retry_failed,
             fail_fast=self.fail_fast,
             progress=self.progress,
+            workers=workers,
         )
 
 

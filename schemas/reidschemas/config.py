@@ -125,6 +125,12 @@ class MasksConfig(_Section):
     device: str = Field("cuda", description="cuda (default) or cpu; sam2 only")
     batch_size: int = Field(8, ge=1, description="images per encoder batch")
     chunk_size: int = Field(64, ge=1, description="triplets per output part (the unit of resume)")
+    workers: int = Field(
+        0,
+        ge=0,
+        description="processes computing thermal masks; 0 = one per CPU core this process may use (sam2 stays in "
+        "one process, on its device)",
+    )
     sam2: Sam2Config = Sam2Config()
     thermal: ThermalConfig = ThermalConfig()
 
@@ -197,7 +203,18 @@ class CaptionsConfig(_Section):
         description="template captions longer than CLIP's 77 tokens leave out the least important attributes until "
         "they fit (noted); false keeps the whole caption, truncated at tokenisation as the reference code does",
     )
-    chunk_size: int = Field(32, ge=1, description="triplets per output part (the unit of resume)")
+    chunk_size: int | None = Field(
+        None,
+        ge=1,
+        description="triplets per output part (the unit of resume); default 32, and 1024 for the import provider "
+        "(a lookup: a part costs more to write than to fill)",
+    )
+    workers: int = Field(
+        0,
+        ge=0,
+        description="processes describing triplets with CPU providers (heuristic, template captions); 0 = one per "
+        "CPU core this process may use (model and server providers stay in one process)",
+    )
     batch_api: bool = Field(False, description="openai: use the Batch API (half price, up to 24 h)")
     openai: OpenAIConfig = OpenAIConfig()
     qwen: QwenConfig = QwenConfig()
@@ -240,7 +257,9 @@ class ShardsConfig(_Section):
     require: list[Literal["masks", "captions"]] = Field(
         ["masks", "captions"], description="stages whose output every sample needs"
     )
-    workers: int = Field(4, ge=1, description="threads decoding and encoding images")
+    workers: int = Field(
+        0, ge=0, description="processes decoding and encoding images; 0 = one per CPU core this process may use"
+    )
 
 
 class TrainConfig(_Section):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import random
+from pathlib import Path
 
 import pytest
 
 from reidprep.captions.importer import ReleasedCaptions
-from reidschemas import SampleRecord
+from reidprep.captions.validate import validate_caption
+from reidprep.stage import Failure, WorkUnit
+from reidschemas import SampleRecord, attribute_model
 
 
 def _record(split: str, name: str) -> SampleRecord:
@@ -58,3 +62,63 @@ def test_bad_release_folders(tmp_path, release):
     (release / "test_NI.json").write_text("{broken")
     with pytest.raises(ValueError, match="not valid JSON"):
         ReleasedCaptions(release)
+
+
+def test_rows_equal_every_record_validated_alone(tmp_path):
+    """The batched rows (validation cached per distinct caption, tokens per word) against an oracle that validates
+    each record's captions on their own and counts tokens with open_clip's tokenizer."""
+    open_clip = pytest.importorskip("open_clip")
+    tokenizer = open_clip.get_tokenizer("ViT-B-16")
+    texts = [
+        *["a sedan seen from the front"] * 4,  # valid in every modality
+        "a red car, colour unknown at night",  # vague; a colour word (a problem in NIR and TIR only)
+        "a {colour} van",  # a placeholder
+        " ".join(["a very long caption about a dark blue truck"] * 12),  # over 77 tokens
+    ]
+    rng = random.Random(0)
+    names = [f"{i:04d}_c0001_000.jpg" for i in range(40)]
+    for split in ("train", "test"):
+        for mod in ("RGB", "NI", "TI"):
+            entries = [{"item": n, "description": rng.choice(texts)} for n in names[:-1]]  # the last one missing
+            (tmp_path / f"{split}_{mod}.json").write_text(json.dumps(entries))
+    records = [_record(rng.choice(["train", "query", "gallery"]), n[:-4]) for n in names]
+    units = [WorkUnit(r.triplet_key, r) for r in records]
+    release = ReleasedCaptions(tmp_path)
+
+    def oracle(record: SampleRecord) -> dict | Failure:
+        split = "train" if record.split == "train" else "test"
+        name = Path(record.rgb_path).name
+        table = json.loads((tmp_path / f"{split}_RGB.json").read_text())
+        if name not in {e["item"] for e in table}:
+            return Failure(record.triplet_key, f"no released caption for {name} in {split}_RGB.json", "MissingCaption")
+        caption = {
+            m: next(
+                e["description"] for e in json.loads((tmp_path / f"{split}_{f}.json").read_text()) if e["item"] == name
+            )
+            for m, f in (("rgb", "RGB"), ("nir", "NI"), ("tir", "TI"))
+        }
+        caption["fused"] = caption["rgb"]
+        unknown = attribute_model("pedestrian").unknown()
+        notes = [
+            f"{m}: {p}" for m in ("rgb", "nir", "tir") for p in validate_caption(caption[m], unknown, "pedestrian", m)
+        ]
+        tokens = {t: len(tokenizer.encode(c)) + 2 for t, c in caption.items()}
+        notes += [
+            f"{t} caption: {n} CLIP tokens, truncated to 77 at tokenisation (end-of-text kept)"
+            for t, n in tokens.items()
+            if n > 77
+        ]
+        return {
+            "triplet_key": record.triplet_key, "sample_id": record.sample_id, "kind": "pedestrian",
+            **{f"caption_{t}": c for t, c in caption.items()}, **{f"tokens_{t}": n for t, n in tokens.items()},
+            "attributes": None, "view_attributes": None,
+            **{f"unknown_{w}_{m}": None for w in ("before", "after") for m in ("rgb", "nir", "tir")},
+            "notes": json.dumps(notes),
+        }  # fmt: skip
+
+    expected = [oracle(r) for r in records]
+    assert release.rows(units) == expected
+    assert release.rows(units[::-1]) == expected[::-1]  # the second pass hits the caches
+    notes = [json.loads(row["notes"]) for row in expected if isinstance(row, dict)]
+    assert any(n for n in notes) and not all(n for n in notes)
+    assert any(isinstance(row, Failure) for row in expected)

@@ -174,3 +174,42 @@ def test_sam2_all_sources_through_the_cli(dataset, tmp_path):
         assert "0 done, 24 skipped" in _masks(wd, *args, "--chunk-size", "10")
     finally:
         torch.set_num_threads(threads)
+
+
+def test_one_and_two_workers_write_byte_identical_files(dataset, tmp_path):
+    """Chunks computed in two worker processes give the files of one process: parts, failures, checksums and the
+    ledger, with an unreadable image failing inside a worker."""
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)
+    victim = sorted((copy / "RGBNT201" / "train_171" / "TI").glob("*.jpg"))[3]
+    outputs = {}
+    for workers in ("1", "2"):
+        wd = tmp_path / f"w{workers}"
+        run_index(wd, "rgbnt201", copy)
+        victim.write_bytes(b"garbage")
+        output = _masks(wd, "--chunk-size", "4", "--workers", workers)
+        assert "23 done, 0 skipped, 1 failed" in output and f"{workers} worker(s)" in output
+        root = wd / "masks"
+        outputs[workers] = {
+            str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in (".lock", "summary.json")
+        }
+        shutil.copyfile(dataset / victim.relative_to(copy), victim)  # restored for the next index
+    assert outputs["1"] == outputs["2"]
+    assert sum("/parts/" in name for name in outputs["1"]) == 6 and "errors.parquet" in outputs["1"]
+
+
+def test_fail_fast_in_a_worker_names_the_sample(dataset, tmp_path):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)
+    victim = sorted((copy / "RGBNT201" / "train_171" / "TI").glob("*.jpg"))[5]
+    wd = tmp_path / "w"
+    run_index(wd, "rgbnt201", copy)
+    victim.write_bytes(b"garbage")
+    result = runner.invoke(app, ["masks", "--workdir", str(wd), "--chunk-size", "4", "--workers", "2", "--fail-fast"])
+    assert result.exit_code == 1 and victim.stem in result.output, result.output

@@ -332,3 +332,24 @@ def test_a_full_disk_names_the_path_and_bytes_and_keeps_the_previous_set(prepare
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     monkeypatch.undo()
     assert validate_shards(out) == {}
+
+
+def test_one_and_two_worker_processes_write_byte_identical_sets(prepared, tmp_path):
+    """Row groups built in two worker processes give the files of one process (shards, ledger, dataset.json), with
+    a train image that does not read excluded inside a worker and shards rotated mid-run."""
+    manifest = pq.read_table(prepared / "index" / "manifest.parquet").to_pylist()
+    victim = Path(next(r["rgb_path"] for r in manifest if r["split"] == "train"))
+    original = victim.read_bytes()
+    victim.write_bytes(b"not a jpeg")
+    try:
+        summaries = {}
+        for workers in (1, 2):
+            config = ShardsConfig(workers=workers, row_group_rows=4, target_shard_mb=0.2)
+            summaries[workers] = build_shards(prepared, config, out_dir=tmp_path / str(workers))
+    finally:
+        victim.write_bytes(original)
+    files = {w: {p.name: p.read_bytes() for p in sorted((tmp_path / str(w)).iterdir())} for w in (1, 2)}
+    assert files[1] == files[2]
+    assert summaries[2].workers == 2 and "with 2 worker(s)" in summaries[2].line()
+    assert summaries[1].excluded == 1 and len(summaries[1].shards) > 1
+    assert "cannot read an image" in pq.read_table(tmp_path / "2" / "errors.parquet").to_pylist()[0]["reason"]

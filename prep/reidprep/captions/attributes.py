@@ -42,6 +42,9 @@ class AttributeProvider(ABC):
     """Describes images with the attribute template of their kind (pedestrian or vehicle)."""
 
     name: ClassVar[str]
+    cpu_bound: ClassVar[bool] = False
+    """True for a provider that computes on the CPU alone (chunks may run in worker processes); False for a model
+    on a device or a server (one process: its cache, connections and usage counters live there)."""
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:

@@ -677,6 +677,7 @@ class HeuristicProvider(AttributeProvider):
     """Pixel-statistics BASELINE (see the module docstring): measured attributes with honest confidences."""
 
     name = "heuristic"
+    cpu_bound = True
 
     def __init__(self, params: HeuristicParams | None = None) -> None:
         self.params = params or HeuristicParams()

@@ -11,6 +11,20 @@ from reidprep.atomic import write_json
 from reidprep.step import StepFailed, StepOptions, StepResult
 from reidprep.workdir import Workdir
 from reidschemas import PipelineConfig
+from reidschemas.config import CaptionsConfig
+
+CHUNK_SIZE = 32
+"""Triplets per part for model providers: a killed run loses at most this many triplets' requests."""
+IMPORT_CHUNK_SIZE = 1024
+"""Triplets per part for the import provider: a lookup, so per-part writes (fsynced) would dominate at 32
+(``bench/prep_scaling.py``)."""
+
+
+def chunk_size(config: CaptionsConfig) -> int:
+    """``captions.chunk_size``, or the default for the configured providers."""
+    if config.chunk_size is not None:
+        return config.chunk_size
+    return IMPORT_CHUNK_SIZE if "import" in config.providers else CHUNK_SIZE
 
 
 def _quality_lines(config: PipelineConfig, report: dict[str, Any]) -> list[str]:
@@ -53,10 +67,11 @@ def run_captions(config: PipelineConfig, options: StepOptions) -> StepResult:
     """Describe every triplet (``captions`` section), using the current masks run when it is complete."""
     from reidprep.captions.providers import Providers
     from reidprep.captions.stage import CaptionsTask
-    from reidprep.stage import StageAbort, StageFailure, complete_run, read_stage_table, run_stage
+    from reidprep.pool import resolve_workers
+    from reidprep.stage import StageAbort, StageFailure, complete_run, read_stage_table, run_stage, stage_workers
 
     c, workdir = config.captions, config.workdir
-    stage_options = options.stage_options(c.chunk_size)
+    stage_options = options.stage_options(chunk_size(c), workers=resolve_workers(c.workers))
     masks, masks_fp = None, complete_run(workdir, "masks")
     if masks_fp is not None:
         table = read_stage_table(workdir, "masks", columns=["triplet_key", "height", "width", "mask"])
@@ -77,7 +92,8 @@ def run_captions(config: PipelineConfig, options: StepOptions) -> StepResult:
         raise StepFailed(f"captions stopped: {exc}") from exc
     except StageFailure as exc:
         raise StepFailed(str(exc)) from exc
-    lines.append(f"{summary.line()} [providers {', '.join(c.providers)}, fusion {c.fusion}]")
+    parts = f"{stage_options.chunk_size} triplets per part, {stage_workers(task, stage_options)} worker(s)"
+    lines.append(f"{summary.line()} [providers {', '.join(c.providers)}, fusion {c.fusion}, {parts}]")
     if masks is None and providers.imported is None:
         lines.append("  no complete masks stage: providers estimated the foreground themselves")
     counters = [(p.name, getattr(p, "usage", None)) for p in providers.attribute]

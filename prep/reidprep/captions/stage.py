@@ -38,7 +38,7 @@ from reidprep.captions.validate import CLIP_CONTEXT, clip_token_count, length_no
 from reidprep.images import load_modality
 from reidprep.masks.fusion import resize_mask
 from reidprep.stage import Failure, StageTask, UnitResult, WorkUnit
-from reidschemas import MODALITIES, AttributeSet, LedgerEntry, Modality, ObjectKind, attribute_model
+from reidschemas import MODALITIES, AttributeSet, LedgerEntry, Modality, ObjectKind
 from reidschemas.config import CaptionsConfig
 from reidschemas.maskcodec import decode_mask
 
@@ -144,6 +144,12 @@ class CaptionsTask(StageTask):
     def inputs(self) -> dict[str, str | None]:
         return {"masks": self.masks_fingerprint}
 
+    def parallel(self) -> bool:
+        """Chunks run in worker processes (``captions.workers``) when every provider is CPU-bound (heuristic) and
+        captions come from the template; never with a model, a server (cache, usage counters) or an import."""
+        p = self.providers
+        return p.fusion is None and p.imported is None and all(provider.cpu_bound for provider in p.attribute)
+
     def retry_on_rerun(self, failure: LedgerEntry) -> bool:
         """Views without a valid answer (provider, network, unusable reply) are asked again by a plain rerun."""
         return failure.error_type not in PERMANENT_ERRORS
@@ -151,7 +157,7 @@ class CaptionsTask(StageTask):
     # ------------------------------------------------------------------------------------------- processing
     def process(self, units: Sequence[WorkUnit]) -> list[UnitResult]:
         if self.providers.imported is not None:
-            return [self._imported(unit) for unit in units]
+            return self.providers.imported.rows(units)
         triplets = [self.load_triplet(unit) for unit in units]
         live = [t for t in triplets if not t.failures]
         self._describe(live)
@@ -385,30 +391,3 @@ class CaptionsTask(StageTask):
             )
             row[f"unknown_after_{m}"] = unknown_rate([merged[m].attributes], ignore=hidden)
         return row
-
-    def _imported(self, unit: WorkUnit) -> dict[str, Any] | Failure:
-        assert self.providers.imported is not None
-        try:
-            captions: dict[str, str] = {m: text for m, text in self.providers.imported.lookup(unit.record).items()}
-        except KeyError as exc:
-            return Failure(unit.key, str(exc.args[0]), "MissingCaption")
-        captions["fused"] = captions["rgb"]
-        kind = unit.record.kind
-        unknown = attribute_model(kind).unknown()
-        notes = [
-            f"{target}: {problem}"
-            for target in MODALITIES
-            for problem in validate_caption(captions[target], unknown, kind, target)
-        ]
-        tokens = _length_notes(captions, notes)
-        return {
-            "triplet_key": unit.key,
-            "sample_id": unit.record.sample_id,
-            "kind": kind,
-            **{f"caption_{target}": captions[target] for target in TARGETS},
-            **{f"tokens_{target}": tokens[target] for target in TARGETS},
-            "attributes": None,
-            "view_attributes": None,
-            **{f"unknown_{when}_{m}": None for when in ("before", "after") for m in MODALITIES},
-            "notes": json.dumps(notes),
-        }

@@ -25,6 +25,9 @@ class MaskProvider(ABC):
 
     name: ClassVar[str]
     supported_sources: ClassVar[tuple[Modality, ...]] = ("rgb", "nir", "tir")
+    cpu_bound: ClassVar[bool] = False
+    """True for a provider that computes on the CPU alone (chunks may run in worker processes); False for a model
+    on a device, which stays in one process."""
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:

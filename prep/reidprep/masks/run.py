@@ -17,16 +17,18 @@ def run_masks(config: PipelineConfig, options: StepOptions, preview: int = 0) ->
     from reidprep.masks.providers import make_provider, provider_name, resolve_source
     from reidprep.masks.quality import groundtruth_iou
     from reidprep.masks.stage import MasksTask
-    from reidprep.stage import StageFailure, run_stage
+    from reidprep.pool import resolve_workers
+    from reidprep.stage import StageFailure, run_stage, stage_workers
 
     m = config.masks
-    stage_options = options.stage_options(m.chunk_size)
+    stage_options = options.stage_options(m.chunk_size, workers=resolve_workers(m.workers))
     task = MasksTask(make_provider(m), resolve_source(m), m.fusion, m.keep_modality_masks)
     try:
         summary = run_stage(task, config.workdir, stage_options)
     except StageFailure as exc:
         raise StepFailed(str(exc)) from exc
-    lines = [f"{summary.line()} [provider {provider_name(m)}, source {task.source}]"]
+    workers = stage_workers(task, stage_options)
+    lines = [f"{summary.line()} [provider {provider_name(m)}, source {task.source}, {workers} worker(s)]"]
     if summary.stale_runs:
         lines.append(f"  {summary.stale_runs} earlier run(s) with other parameters kept as stale under masks/runs/")
     details = summary.to_json()

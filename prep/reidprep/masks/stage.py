@@ -61,6 +61,10 @@ class MasksTask(StageTask):
             "keep_modality_masks": self.keep_modality_masks,
         }
 
+    def parallel(self) -> bool:
+        """Chunks run in worker processes (``masks.workers``) with a CPU provider (thermal), never with SAM2."""
+        return self.provider.cpu_bound
+
     def process(self, units: Sequence[WorkUnit]) -> list[dict[str, Any] | Failure]:
         results: dict[str, dict[str, Any] | Failure] = {}
         loaded: list[tuple[WorkUnit, dict[Modality, np.ndarray]]] = []

@@ -173,6 +173,7 @@ class ThermalMasker(MaskProvider):
 
     name = "thermal"
     supported_sources: ClassVar[tuple[Modality, ...]] = ("tir",)
+    cpu_bound = True
 
     def __init__(self, config: ThermalConfig) -> None:
         self.config = config

@@ -1,12 +1,13 @@
 """``reidprep build-shards``: manifest + masks + captions -> size-bounded Parquet shards and ``dataset.json``.
 
-Records stream through in the manifest's canonical order, a row group at a time (images decoded, resized and
-encoded by a thread pool; PIL releases the GIL), so memory stays bounded whatever the dataset size. The new set
-(shards, ``errors.parquet``, ``dataset.json``) is written and fsynced under this process's temporary names
+Records stream through in the manifest's canonical order, a row group at a time, so memory stays bounded whatever
+the dataset size: images are decoded, resized and encoded by ``shards.workers`` worker processes (one per core by
+default; threads did not scale, see :mod:`reidprep.pool`) while this process writes the row groups in order. The
+new set (shards, ``errors.parquet``, ``dataset.json``) is written and fsynced under this process's temporary names
 (``.NAME.tmp-HOST-PID``), then swapped in by renames, ``dataset.json`` last, so a reader never sees a half-built set
 and a full disk (``DiskFull``, one line) leaves the previous set as it was. A failure, Ctrl-C or SIGTERM removes
 this build's temporaries; a SIGKILLed build's are removed by the next start. The same inputs and settings give
-byte-identical shards.
+byte-identical shards, whatever the number of workers.
 
 A query or gallery sample is never left out silently: a missing input or an unreadable image there makes
 ``build_shards`` refuse (``QueryGalleryExcluded``, naming the rows) unless ``allow_test_exclusions``; the previous set
@@ -23,7 +24,6 @@ import resource
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -40,6 +40,7 @@ from reidprep.ledger import write_ledger
 from reidprep.manifest import read_manifest, sort_records
 from reidprep.marker import Marker, fingerprint_of
 from reidprep.masks.fusion import resize_mask
+from reidprep.pool import ordered_map, resolve_workers
 from reidprep.progress import track
 from reidprep.stage import current_run_dir, read_stage_table
 from reidprep.step import StepFailed
@@ -90,6 +91,8 @@ class BuildSummary:
     skipped: bool = False
     protocol: str = ""  # the evaluation protocol dataset.json records ("camera" or "scene")
     cleaned: list[Path] = field(default_factory=list)  # temporaries of killed builds removed at the start
+    workers: int = 1  # processes that encoded the rows (1: this one)
+    worker_peak_mb: float = 0.0  # the largest peak memory of a worker process
 
     def line(self) -> str:
         cleaned = f"; removed {len(self.cleaned)} temporary file(s) left by a stopped build" if self.cleaned else ""
@@ -97,10 +100,11 @@ class BuildSummary:
             return f"build-shards: already built for these inputs in {self.out_dir} (use --force to rebuild){cleaned}"
         splits = ", ".join(f"{k} {v}" for k, v in self.rows_per_split.items())
         excluded = ", ".join(f"{k} {v}" for k, v in self.excluded_per_split.items())
+        workers = f" (+ up to {self.worker_peak_mb:.0f} MB in each worker)" if self.workers > 1 else ""
         return (
             f"build-shards: {self.rows} rows ({splits}) in {len(self.shards)} shard(s), {self.excluded} excluded"
-            f"{f' ({excluded})' if excluded else ''}, {self.seconds:.1f}s, peak memory {self.peak_rss_mb:.0f} MB; "
-            f"evaluation protocol: {self.protocol} rule{cleaned}"
+            f"{f' ({excluded})' if excluded else ''}, {self.seconds:.1f}s with {self.workers} worker(s), peak memory "
+            f"{self.peak_rss_mb:.0f} MB{workers}; evaluation protocol: {self.protocol} rule{cleaned}"
         )
 
 
@@ -129,6 +133,15 @@ class _Builder:
         self.config = config
         self.masks = masks
         self.captions = captions
+
+    def subset(self, records: Sequence[SampleRecord]) -> _Builder:
+        """A builder holding only the masks and captions of ``records`` (what a worker needs for one row group)."""
+        keys = {r.triplet_key for r in records}
+        return _Builder(
+            self.config,
+            {k: self.masks[k] for k in keys if k in self.masks},
+            {k: self.captions[k] for k in keys if k in self.captions},
+        )
 
     def stored_size(self, record: SampleRecord, rgb: np.ndarray) -> tuple[int, int]:
         if self.config.size == "original":
@@ -333,7 +346,7 @@ def build_shards(
     staged = [temporary_path(out / "errors.parquet"), temporary_path(index_path)]
     try:
         with sigterm_raises():  # SIGTERM, like Ctrl-C, ends in `except` below: no temporary file stays
-            excluded = _write_rows(builder, records, config, writer, progress)
+            excluded, workers, worker_peak = _write_rows(builder, records, config, writer, progress)
             test_excluded = [e for e in excluded if split_of[e.sample_id or ""] != "train"]
             if test_excluded and not config.allow_test_exclusions:  # an unreadable test image: drop the new set
                 raise QueryGalleryExcluded(test_excluded, split_of)
@@ -343,7 +356,7 @@ def build_shards(
                 "dataset": dataset,
                 "protocol": protocol,
                 "inputs": {"index": manifest_fingerprint(workdir), "masks_run": masks_fp, "captions_run": captions_fp},
-                "config": config.model_dump(mode="json"),
+                "config": config.model_dump(mode="json", exclude={"workers"}),  # the same shards for any count
                 **_counts(records, excluded, shards, split_of),
             }
             write_ledger(excluded, staged[0])  # everything that takes space is written before the old set goes
@@ -354,7 +367,7 @@ def build_shards(
         for path in staged:
             path.unlink(missing_ok=True)
         raise
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _peak_mb()
     return BuildSummary(
         out,
         index["rows"],
@@ -366,6 +379,8 @@ def build_shards(
         peak,
         protocol=protocol,
         cleaned=cleaned,
+        workers=workers,
+        worker_peak_mb=worker_peak,
     )
 
 
@@ -383,16 +398,33 @@ def _finished(marker: Marker, fingerprint: str) -> dict[str, Any] | None:
     return done if all(p.is_file() and p.stat().st_size == size for p, size in sizes) else None
 
 
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _build_block(item: tuple[_Builder, Sequence[SampleRecord]]) -> tuple[list[dict[str, Any] | LedgerEntry], float]:
+    """The rows of one row group (or each record's exclusion), and the peak memory of the process that built them."""
+    builder, block = item
+    return [builder.row(record) for record in block], _peak_mb()
+
+
 def _write_rows(
     builder: _Builder, records: Sequence[SampleRecord], config: ShardsConfig, writer: _ShardWriter, progress: bool
-) -> list[LedgerEntry]:
-    """Encode every record into ``writer``'s temporary shards (closed at the end); the ledger of excluded ones."""
+) -> tuple[list[LedgerEntry], int, float]:
+    """Encode every record into ``writer``'s temporary shards (closed at the end), a row group per task of
+    ``config.workers`` processes, written in order. Returns the ledger of excluded records, the worker count and
+    the largest peak memory of a worker (MB)."""
     excluded: list[LedgerEntry] = []
     blocks = list(_blocks(records, config.row_group_rows))
-    with ThreadPoolExecutor(max_workers=config.workers) as pool:
-        for block in track(blocks, len(blocks), f"build-shards ({len(records)} records)", progress):
+    workers = min(resolve_workers(config.workers), len(blocks)) or 1
+    worker_peak = 0.0
+    built = ordered_map(_build_block, ((builder.subset(block), block) for block in blocks), workers)
+    with contextlib.closing(built):
+        description = f"build-shards ({len(records)} records, {workers} worker(s))"
+        for results, peak in track(built, len(blocks), description, progress):
+            worker_peak = max(worker_peak, peak)
             rows: list[dict[str, Any]] = []
-            for result in pool.map(builder.row, block):
+            for result in results:
                 if isinstance(result, LedgerEntry):
                     excluded.append(result)
                 else:
@@ -400,7 +432,7 @@ def _write_rows(
             if rows:
                 writer.write(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA))
     writer.close()
-    return excluded
+    return excluded, workers, worker_peak
 
 
 def _entry(tmp: Path, final: Path, splits: Counter[str]) -> dict[str, Any]:
