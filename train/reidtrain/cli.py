@@ -168,7 +168,8 @@ WorkdirOption = Annotated[
 ]
 DeviceOption = Annotated[str | None, typer.Option(help="cpu or cuda.", show_default=_TRAIN_DEFAULTS.device)]
 WorkersOption = Annotated[
-    int | None, typer.Option(help="DataLoader worker processes.", show_default=str(_TRAIN_DEFAULTS.workers))
+    int | None,
+    typer.Option(help="DataLoader worker processes.", show_default="0 on CPU; on CUDA one per core but one, at most 8"),
 ]
 
 
@@ -389,11 +390,11 @@ def eval_(
         if every_setting and (save_features or save_distances):
             raise ValueError("--save-features/--save-distances save one setting: pass --missing none, one or two")
         if every_setting:
-            result = evaluate_missing_all(run, checkpoint, shards, train.device, train.workers)
+            result = evaluate_missing_all(run, checkpoint, shards, train.device, train.workers or 0)
         else:
             saving = {"save_features": save_features, "save_distances": save_distances}
             result = evaluate_run(
-                run, checkpoint, absent, shards, train.device, train.workers, rank_list, top_k, **saving
+                run, checkpoint, absent, shards, train.device, train.workers or 0, rank_list, top_k, **saving
             )
     from reidschemas import describe_protocol
 

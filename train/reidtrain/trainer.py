@@ -21,10 +21,14 @@ Every file is written atomically and durably (``reidtrain.atomic``); a full disk
 (one line naming the file and the bytes needed) and leaves the last finished epoch's files whole. A damaged
 ``last.pt`` is refused with the way out (delete it to start over, or restore a copy).
 
-Determinism: everything random is seeded from ``seed``: model init, PK order (``PKSampler(seed)``, per epoch), and
-every epoch reseeds Python, numpy and torch from (seed, epoch, rank) before its first batch, which drives the
-augmentation, dropout and the DataLoader worker seeds. So a run stopped after epoch e and resumed gives the same
-weights as one that never stopped (on CPU), without restoring RNG states (``last.pt`` still records them).
+Determinism: everything random is seeded from ``seed``: model init, PK order (``PKSampler(seed)``, per epoch), each
+sample's augmentation (its own seed from (seed, epoch, rank, position): ``reidtrain.data.loader``, whatever the
+number of workers), and every epoch reseeds Python, numpy and torch from (seed, epoch, rank) before its first batch,
+which drives dropout. So a run stopped after epoch e and resumed gives the same weights as one that never stopped
+(on CPU), without restoring RNG states (``last.pt`` still records them).
+
+Data: the DataLoader workers read and decode; augmentation runs per batch on the training device
+(``reidtrain.data.loader``). ``workers`` unset: 0 on CPU, on CUDA one per core but one, at most 8 (printed).
 
 Precision: fp32 on CPU; on CUDA the recipe's ``amp`` (bf16 autocast by default, fp16 with a gradient scaler, or off).
 ``grad_clip`` clips the global gradient norm. Under ``torchrun`` (``reidtrain.distributed``) each rank trains its own
@@ -69,7 +73,7 @@ from reidschemas.safeio import disk_full_guard
 from reidtrain.atomic import UnreadableRunFile, append_line, atomic_save, atomic_write_text, read_checkpoint, read_json
 from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import TrainTransform
-from reidtrain.data.items import ShardItems
+from reidtrain.data.loader import DeviceBatches, auto_workers, train_loader
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import LabelMap, ShardDataset, ShardIndex
 from reidtrain.data.valsplit import ValSplit, choose_val_ids, split_val, train_labels
@@ -253,7 +257,7 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
 
 def train_one_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    loader: DataLoader | DeviceBatches,
     objective: ReIDObjective,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
@@ -405,6 +409,9 @@ def _fit(
     lock: RunLock,
 ) -> FitSummary:
     assert options.shards is not None and options.output is not None and options.epochs is not None  # resolve_run
+    if options.workers is None:
+        options = options.model_copy(update={"workers": auto_workers(device)})
+        echo(f"data: {options.workers} DataLoader workers (chosen for {device.type}; set with --workers)")
     if options.output.is_dir():
         lock.take()  # refuse a second fit before it builds a model
     shards = options.shards
@@ -516,12 +523,7 @@ def _fit(
         pad=recipe.augment.pad,
         erase_p=recipe.augment.erase_p,
     )
-    loader = DataLoader(
-        ShardItems(train_set, transform, labels, inputs, with_labels=True),
-        batch_sampler=sampler.batch_sampler(),
-        num_workers=options.workers,
-        pin_memory=device.type == "cuda",
-    )
+    loader = train_loader(train_set, transform, labels, inputs, sampler, device, options.workers)
 
     selected_on = "val" if val is not None else "test"
     best_map, best_epoch, last_map = -1.0, 0, float("nan")  # best_map: the selecting mAP (val, else test)

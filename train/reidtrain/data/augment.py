@@ -11,6 +11,14 @@ crop, normalise, random erasing 0.5. Two choices are made explicit here:
 
 The patch token mask (``reidschemas.tokens``) is recomputed from the augmented mask, so it matches the patches the
 ViT actually sees. All modalities go through each op as one (3, 3, H, W) batch; no PIL, no per-modality resize.
+
+Two ways to run the training transform, with the same random draws and the same result:
+
+- per sample, :class:`TrainTransform` on (3, H, W, 3) uint8 numpy arrays (the reference; also the only one for
+  ``erase_value="random"``);
+- per batch, :class:`BatchTrainTransform` on (B, 3, 3, H, W) uint8 tensors on any device (the trainer's path: the
+  DataLoader workers only decode and draw, ``TrainTransform.draw``; flip, pad-crop, normalisation, erasing and the
+  token mask run once for the whole batch where the model runs). Given the same draws both give the same tensors.
 """
 
 from __future__ import annotations
@@ -29,7 +37,9 @@ from reidschemas.tokens import patch_grid, token_fractions, token_mask
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
+    "DRAW_SIZE",
     "AugmentedTriplet",
+    "BatchTrainTransform",
     "EvalTransform",
     "Geometry",
     "TrainTransform",
@@ -38,6 +48,10 @@ __all__ = [
 # open_clip.constants.OPENAI_DATASET_MEAN / _STD (copied: importing open_clip here would cost seconds per worker).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+DRAW_SIZE = 3 + 3 * 4
+"""Values of one sample's draws (``TrainTransform.draw``): flip, top, left, then (top, left, h, w) of each modality's
+erased box (h = w = 0: not erased)."""
 
 
 class AugmentedTriplet(TypedDict):
@@ -224,6 +238,23 @@ class TrainTransform(_TripletTransform):
                 region.fill_(float(self.erase_value))
         return images
 
+    def draw(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Every random draw of one sample, in the order :meth:`__call__` makes them: (``DRAW_SIZE``,) int64.
+
+        So ``BatchTrainTransform`` given these draws computes what ``__call__`` computes from the same generator state.
+        Refused for ``erase_value="random"``, whose noise is drawn between the boxes.
+        """
+        if self.erase_value == "random":
+            raise ValueError("erase_value='random' draws noise per box: use the per-sample TrainTransform")
+        geometry = self.sample_geometry(generator)
+        boxes: list[int] = []
+        for _ in range(3):  # as erase(): whether to erase this modality, then where
+            box = None
+            if torch.rand((), generator=generator) < self.erase_p:
+                box = self._erase_box(*self.size, generator)
+            boxes.extend(box if box is not None else (0, 0, 0, 0))
+        return torch.tensor([int(geometry.flip), geometry.top, geometry.left, *boxes], dtype=torch.int64)
+
     def __call__(
         self,
         images: np.ndarray,
@@ -242,3 +273,83 @@ class TrainTransform(_TripletTransform):
         out = self._finish(x, m, mask is not None)
         self.erase(out["images"], generator)  # after the token mask: erasing never touches the mask
         return out
+
+
+class BatchTrainTransform:
+    """:class:`TrainTransform` for a whole batch, on the batch's device, from each sample's ``TrainTransform.draw``.
+
+    Input: uint8 images (B, 3, 3, H, W) (modality, channel), bool masks (B, H, W) (all False where ``has_mask`` is
+    False; None when the model reads no mask: the mask outputs are then all False), draws (B, ``DRAW_SIZE``) int64. Flip and pad-crop are one gather (on uint8 when no resize is needed),
+    erasing one masked fill, the token fractions one pooling: a handful of kernels whatever B is. With the same draws
+    the output equals ``TrainTransform`` sample by sample (tested), so both paths share one distribution.
+    """
+
+    def __init__(self, transform: TrainTransform) -> None:
+        if transform.erase_value == "random":
+            raise ValueError("BatchTrainTransform fills erased boxes with a value; erase_value='random' is per sample")
+        self.transform = transform
+
+    def __call__(
+        self, images: torch.Tensor, mask: torch.Tensor | None, has_mask: torch.Tensor, draws: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """-> ``images`` (B, 3, 3, H', W') float32 normalised, ``mask`` (B, H', W') bool, ``token_fraction`` and
+        ``token_mask`` (B, rows, cols), ``has_mask`` (B,) bool: a collated :class:`AugmentedTriplet`."""
+        t = self.transform
+        b = images.shape[0]
+        if images.dtype != torch.uint8 or images.dim() != 5 or tuple(images.shape[1:3]) != (3, 3):
+            raise ValueError(f"images must be (B, 3, 3, H, W) uint8, got {tuple(images.shape)} {images.dtype}")
+        device = images.device
+        if mask is None:
+            mask = torch.zeros((b, *images.shape[-2:]), dtype=torch.bool, device=device)
+        if tuple(mask.shape) != (b, *images.shape[-2:]) or tuple(draws.shape) != (b, DRAW_SIZE):
+            raise ValueError(f"mask {tuple(mask.shape)} / draws {tuple(draws.shape)} do not fit images {images.shape}")
+        draws = draws.to(device)
+        x: torch.Tensor = images
+        m = mask.to(device).bool()
+        if tuple(images.shape[-2:]) != t.size:  # as TrainTransform._to_tensors: float, antialiased bilinear
+            flat = images.flatten(0, 1).float().div_(255.0)  # (B * 3, 3, H, W)
+            x = F.interpolate(flat, size=t.size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+            x = x.view(b, 3, 3, *t.size)
+            m = F.interpolate(m[:, None].float(), size=t.size, mode="nearest-exact")[:, 0].bool()
+        x, m = self._geometry(x, m, draws[:, :3])
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        x = x.sub_(t.mean.to(device)).div_(t.std.to(device))  # (B, 3, 3, H', W'), in place: the same values
+        x.masked_fill_(self._erased(draws[:, 3:].view(b, 3, 4), *t.size), float(t.erase_value))
+        m = m & has_mask.to(device).bool().view(b, 1, 1)
+        # Integer patch sums (exact in float32), divided in float64 as reidschemas.tokens.token_fractions does.
+        sums = F.avg_pool2d(m[:, None].float(), t.patch, t.stride, divisor_override=1)[:, 0]  # (B, rows, cols)
+        fractions = (sums.double() / float(t.patch * t.patch)).float()
+        return {
+            "images": x,
+            "mask": m,
+            "token_fraction": fractions,
+            "token_mask": fractions >= t.token_threshold,
+            "has_mask": has_mask.to(device).bool(),
+        }
+
+    def _geometry(self, x: torch.Tensor, m: torch.Tensor, geometry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flip, then crop at (top, left) of the image padded by ``pad`` (zeros / False), per sample: one pad and
+        one ``gather`` over the flattened padded pixels (the flip folded into the column index)."""
+        b, h, w = m.shape
+        p = self.transform.pad
+        hp, wp = h + 2 * p, w + 2 * p
+        flip, top, left = geometry[:, 0].bool(), geometry[:, 1], geometry[:, 2]
+        rows = torch.arange(h, device=x.device) + top.view(b, 1)  # (B, H) rows of the padded image
+        cols = torch.arange(w, device=x.device) + left.view(b, 1)  # (B, W) columns of the flipped, padded image
+        cols = torch.where(flip.view(b, 1), wp - 1 - cols, cols)  # flipping the padded image flips the pad too
+        index = (rows.view(b, h, 1) * wp + cols.view(b, 1, w)).view(b, 1, h * w)  # (B, 1, H * W)
+        padded = F.pad(x.reshape(b, 9, h, w), (p, p, p, p)).view(b, 9, hp * wp)  # (B, 9, Hp * Wp)
+        out = padded.gather(2, index.expand(b, 9, h * w)).view(b, 3, 3, h, w)
+        padded_mask = F.pad(m.view(b, 1, h, w), (p, p, p, p)).view(b, 1, hp * wp)
+        return out, padded_mask.gather(2, index).view(b, h, w)
+
+    @staticmethod
+    def _erased(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Boxes (B, 3, 4) of (top, left, h, w) -> (B, 3, 1, H, W) bool, True inside each modality's box."""
+        ys = torch.arange(height, device=boxes.device).view(1, 1, height, 1)
+        xs = torch.arange(width, device=boxes.device).view(1, 1, 1, width)
+        top, left, h, w = (boxes[..., i].view(*boxes.shape[:2], 1, 1) for i in range(4))
+        rows = (ys >= top) & (ys < top + h)  # (B, 3, H, 1)
+        cols = (xs >= left) & (xs < left + w)  # (B, 3, 1, W)
+        return (rows & cols).unsqueeze(2)  # (B, 3, 1, H, W)
