@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reidschemas.tokens import token_fractions, token_mask
-from reidtrain.data.augment import CLIP_MEAN, CLIP_STD, EvalTransform, TrainTransform
+from reidtrain.data.augment import CLIP_MEAN, CLIP_STD, BatchTrainTransform, EvalTransform, TrainTransform
 
 H, W = 64, 32
 SIZE = (H, W)
@@ -146,3 +146,39 @@ def test_generator_reproducible_and_batch_collates():
         assert torch.equal(a[key], b[key])
     batch = torch.utils.data.default_collate([a, b])
     assert batch["images"].shape == (2, 3, 3, H, W) and batch["has_mask"].shape == (2,)
+
+
+@pytest.mark.parametrize(
+    ("stored", "pad", "erase_p"),
+    [((H, W), 10, 0.5), ((H, W), 0, 1.0), ((80, 40), 4, 0.5)],  # (80, 40): resized to SIZE first
+)
+def test_batch_transform_equals_the_per_sample_path_for_the_same_draws(stored, pad, erase_p):
+    """BatchTrainTransform on a batch == TrainTransform sample by sample, given each sample's draws (bit for bit)."""
+    rng = np.random.default_rng(1)
+    n = 8
+    images = rng.integers(0, 256, size=(n, 3, *stored, 3), dtype=np.uint8)
+    masks = rng.random((n, *stored)) > 0.6
+    has_mask = torch.tensor([i % 4 != 3 for i in range(n)])  # some rows without a mask
+    transform = TrainTransform(size=SIZE, pad=pad, erase_p=erase_p, patch=8, stride=4, token_threshold=0.3)
+    expected = [transform(images[i], masks[i] if has_mask[i] else None, seed=100 + i) for i in range(n)]
+    draws = torch.stack([transform.draw(torch.Generator().manual_seed(100 + i)) for i in range(n)])
+    assert {int(f) for f in draws[:, 0]} == {0, 1}  # both flips are in the batch
+    batch = torch.from_numpy(images).permute(0, 1, 4, 2, 3)  # (n, 3, 3, h, w)
+    got = BatchTrainTransform(transform)(batch, torch.from_numpy(masks) & has_mask.view(n, 1, 1), has_mask, draws)
+    for key in expected[0]:
+        assert torch.equal(got[key], torch.stack([e[key] for e in expected])), key
+
+
+def test_draws_follow_the_per_sample_order_and_random_fill_stays_per_sample():
+    transform = TrainTransform(size=SIZE, erase_p=1.0, patch=8, stride=8)
+    draws = transform.draw(torch.Generator().manual_seed(5))
+    geometry = transform.sample_geometry(torch.Generator().manual_seed(5))
+    assert draws[:3].tolist() == [int(geometry.flip), geometry.top, geometry.left]
+    boxes = draws[3:].view(3, 4)  # (top, left, h, w) per modality, inside the image
+    assert bool((boxes[:, 2] > 0).all()) and bool((boxes[:, 0] + boxes[:, 2] <= H).all())
+    assert bool((boxes[:, 1] + boxes[:, 3] <= W).all())
+    noisy = TrainTransform(size=SIZE, erase_value="random", patch=8, stride=8)
+    with pytest.raises(ValueError, match="per sample"):
+        noisy.draw()
+    with pytest.raises(ValueError, match="per sample"):
+        BatchTrainTransform(noisy)

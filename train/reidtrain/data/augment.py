@@ -245,7 +245,7 @@ class TrainTransform(_TripletTransform):
         Refused for ``erase_value="random"``, whose noise is drawn between the boxes.
         """
         if self.erase_value == "random":
-            raise ValueError("erase_value='random' draws noise per box: use the per-sample TrainTransform")
+            raise ValueError("erase_value='random' draws noise per box, so it runs per sample: call the TrainTransform")
         geometry = self.sample_geometry(generator)
         boxes: list[int] = []
         for _ in range(3):  # as erase(): whether to erase this modality, then where
