@@ -30,7 +30,9 @@ def _batches(shards: Path, workers: int, decode_on: str = "workers", epoch: int 
     sampler = PKSampler(dataset.pids, 2, 2, seed=3)
     sampler.set_epoch(epoch)
     transform = TrainTransform(size=(256, 128), pad=10, erase_p=0.5)
-    loader = train_loader(dataset, transform, dataset.label_map(), INPUTS, sampler, torch.device("cpu"), workers, decode_on)
+    loader = train_loader(
+        dataset, transform, dataset.label_map(), INPUTS, sampler, torch.device("cpu"), workers, decode_on
+    )
     return list(loader)
 
 

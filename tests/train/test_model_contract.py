@@ -103,7 +103,6 @@ def test_sie_follows_each_sample_through_the_modality_flattening(name: str) -> N
     assert not torch.allclose(other_cameras, out)  # the camera does change the feature
 
 
-
 @pytest.mark.parametrize("name", sorted(list_models()))
 def test_every_standard_attention_calls_scaled_dot_product_attention(
     name: str, monkeypatch: pytest.MonkeyPatch

@@ -279,9 +279,10 @@ class BatchTrainTransform:
     """:class:`TrainTransform` for a whole batch, on the batch's device, from each sample's ``TrainTransform.draw``.
 
     Input: uint8 images (B, 3, 3, H, W) (modality, channel), bool masks (B, H, W) (all False where ``has_mask`` is
-    False; None when the model reads no mask: the mask outputs are then all False), draws (B, ``DRAW_SIZE``) int64. Flip and pad-crop are one gather (on uint8 when no resize is needed),
-    erasing one masked fill, the token fractions one pooling: a handful of kernels whatever B is. With the same draws
-    the output equals ``TrainTransform`` sample by sample (tested), so both paths share one distribution.
+    False; None when the model reads no mask: the mask outputs are then all False), draws (B, ``DRAW_SIZE``) int64.
+    Flip and pad-crop are one pad and one gather (on uint8 when no resize is needed), erasing one masked fill, the
+    token fractions one pooling: a handful of kernels whatever B is. With the same draws the output equals
+    ``TrainTransform`` sample by sample (tested), so both paths share one distribution.
     """
 
     def __init__(self, transform: TrainTransform) -> None:

@@ -22,7 +22,11 @@ def as_byte_tensor(data: bytes) -> torch.Tensor:
 
 
 def decode_images(
-    encoded: Sequence[bytes | torch.Tensor], image_format: str, height: int, width: int, device: str | torch.device = "cpu"
+    encoded: Sequence[bytes | torch.Tensor],
+    image_format: str,
+    height: int,
+    width: int,
+    device: str | torch.device = "cpu",
 ) -> list[torch.Tensor]:
     """Encoded images of one format -> a list of (3, H, W) uint8 tensors on ``device`` (RGB; grey becomes 3 channels).
 

@@ -109,7 +109,11 @@ class TrainItems(Dataset):
         packed = values.get("mask")
         row["has_mask"] = torch.tensor(self.with_mask and packed is not None)
         if self.with_mask:
-            mask = torch.from_numpy(decode_mask(packed, h, w)) if packed is not None else torch.zeros(h, w, dtype=torch.bool)
+            mask = (
+                torch.from_numpy(decode_mask(packed, h, w))
+                if packed is not None
+                else torch.zeros(h, w, dtype=torch.bool)
+            )
             if (h, w) != self.transform.size:  # nearest-exact keeps it binary, as TrainTransform
                 mask = torch.nn.functional.interpolate(mask[None, None].float(), size=self.transform.size,
                                                        mode="nearest-exact")[0, 0].bool()  # fmt: skip

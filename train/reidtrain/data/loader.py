@@ -39,12 +39,14 @@ def auto_workers(device: torch.device, cpus: int | None = None) -> int:
     on CUDA one per core but one, at most ``MAX_AUTO_WORKERS`` (the main process feeds the GPU)."""
     if device.type != "cuda":
         return 0
-    available = cpus if cpus is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(MAX_AUTO_WORKERS, available - 1))
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_AUTO_WORKERS, cpus - 1))
 
 
 class SeededBatches:
-    """A PK sampler's batches as lists of (dataset index, augmentation seed); seeds from (seed, epoch, rank, position)."""
+    """A PK sampler's batches as lists of (dataset index, augmentation seed), the seeds drawn from (PK seed, epoch,
+    rank, position in the epoch)."""
 
     def __init__(self, sampler: PKSampler) -> None:
         self.sampler = sampler

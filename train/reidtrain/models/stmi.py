@@ -28,7 +28,6 @@ the alternative fusions of Table 4), then the model. The hypergraph fusion (CHI,
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
