@@ -409,9 +409,7 @@ def _fit(
     lock: RunLock,
 ) -> FitSummary:
     assert options.shards is not None and options.output is not None and options.epochs is not None  # resolve_run
-    if options.workers is None:
-        options = options.model_copy(update={"workers": auto_workers(device)})
-        echo(f"data: {options.workers} DataLoader workers (chosen for {device.type}; set with --workers)")
+    workers = options.workers if options.workers is not None else auto_workers(device)
     if options.output.is_dir():
         lock.take()  # refuse a second fit before it builds a model
     shards = options.shards
@@ -442,7 +440,7 @@ def _fit(
         raise FitRefused(f"{shards}: {'; '.join(problems)}")
     lock.take()  # before last.pt is read and anything is written
     params = (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
-    config = config_record(options, recipe, labels, index_only.index.info)
+    config = config_record(options.model_copy(update={"workers": workers}), recipe, labels, index_only.index.info)
     config["parameters"] = {"trainable": params[0], "total": params[1]}
     config["val_pids"] = list(val_pids)
     config["world_size"] = env.world_size
@@ -450,6 +448,8 @@ def _fit(
     last_path = run / LAST
     for line in start_block(options, recipe.image_size, params, inputs, facts):
         echo(line)
+    if options.workers is None:
+        echo(f"data: {workers} DataLoader workers (chosen for {device.type}; set with --workers)")
 
     start_epoch = 0
     state: dict[str, Any] | None = None
@@ -523,7 +523,7 @@ def _fit(
         pad=recipe.augment.pad,
         erase_p=recipe.augment.erase_p,
     )
-    loader = train_loader(train_set, transform, labels, inputs, sampler, device, options.workers)
+    loader = train_loader(train_set, transform, labels, inputs, sampler, device, workers)
 
     selected_on = "val" if val is not None else "test"
     best_map, best_epoch, last_map = -1.0, 0, float("nan")  # best_map: the selecting mAP (val, else test)
@@ -577,7 +577,7 @@ def _fit(
         val_result: EvalResult | None = None
         if env.is_main:
             ranking, val_ranking = _rank(
-                model, shards, recipe.image_size, device, options.workers, labels, index_only.index, val
+                model, shards, recipe.image_size, device, workers, labels, index_only.index, val
             )
             result = score(ranking)
             val_result = score(val_ranking) if val_ranking is not None else None
