@@ -1,5 +1,6 @@
 # The two set-up commands: `make demo` (the main job on the synthetic data) and `make test`.
 # Each creates the virtual environment and installs what it needs on a fresh machine.
+# `make bench-gpu`: the GPU benchmark suite on one CUDA GPU (under 8 minutes; bench/gpu_suite.py, bench/RESULTS.md).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ FILES := $(VENV)/.package-files
 $(shell mkdir -p $(VENV) && find prep train schemas -path '*/__pycache__' -prune -o -type f -print | sort > $(FILES).new \
 	&& (cmp -s $(FILES).new $(FILES) || mv $(FILES).new $(FILES)); rm -f $(FILES).new)
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test bench-gpu lint format clean
 
 $(STAMP): pyproject.toml $(FILES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+bench-gpu: $(STAMP)
+	$(BIN)/python bench/gpu_suite.py --device cuda
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

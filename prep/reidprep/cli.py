@@ -402,13 +402,16 @@ def report(
         Path | None, typer.Option("--out", help="Where to write.", show_default="WORKDIR/report.html")
     ] = None,
     samples: Annotated[int, typer.Option(help="Triplets shown with masks, attributes and captions.")] = 8,
+    order: Annotated[
+        str, typer.Option(help="spread: samples evenly spaced; worst: lowest mask IoU vs ground truth first.")
+    ] = "spread",
     config: ConfigOption = None,
 ) -> None:
     """Write a self-contained HTML report: stage counts, staleness and failures, mask overlays, captions."""
     from reidprep.report import write_report
 
     cfg = _config(config, {"workdir": workdir})
-    out.print(f"report: {_call(write_report, cfg.workdir, out_file, samples)}", highlight=False)
+    out.print(f"report: {_call(write_report, cfg.workdir, out_file, samples, order)}", highlight=False)
 
 
 @app.command()
@@ -449,3 +452,7 @@ def status(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

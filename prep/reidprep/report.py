@@ -8,12 +8,10 @@ its section out or says so, it never stops the report.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,13 @@ from reidprep.ledger import read_ledger
 from reidprep.manifest import read_manifest
 from reidprep.masks.fusion import resize_mask
 from reidprep.masks.preview import overlay
+from reidprep.masks.quality import triplet_ious
 from reidprep.stage import current_run_dir, read_failures, read_stage_table, work_units
 from reidprep.steps import workdir_status
 from reidprep.workdir import Workdir
 from reidschemas import MODALITIES, LedgerEntry, SampleRecord
+from reidschemas.htmlpage import data_url, page
+from reidschemas.htmlpage import esc as _e
 from reidschemas.maskcodec import decode_mask
 
 FAILURE_ROWS = 5
@@ -37,29 +38,13 @@ FAILURE_ROWS = 5
 THUMB_BOX = (120, 200)
 """Largest displayed size of a sample image, (width, height) in CSS pixels; the PNG is twice that at most."""
 MODALITY_NAMES = {"rgb": "RGB", "nir": "NIR", "tir": "TIR"}
+WORST_ROWS = 5
+"""Triplets named in the worst-IoU table."""
+ORDERS = ("spread", "worst")
+"""Sample orders: evenly spaced over the masks table, or the lowest mask IoU vs ground truth first."""
 STATE_CLASS = {"complete": "ok", "incomplete": "warn", "stale": "warn", "not run": "off"}
 
 CSS = """
-* { box-sizing: border-box; }
-body { margin: 0; background: #f3f4f6; color: #1f2937; font: 14px/1.45 system-ui, -apple-system, "Segoe UI",
-  Roboto, "DejaVu Sans", sans-serif; }
-main { max-width: 1240px; margin: 0 auto; padding: 20px 20px 40px; }
-h1 { font-size: 22px; margin: 0 0 4px; }
-h2 { font-size: 17px; margin: 0 0 10px; }
-h3 { font-size: 14px; margin: 12px 0 6px; color: #374151; }
-.sub { color: #6b7280; font-size: 12.5px; word-break: break-all; }
-section { background: #fff; border: 1px solid #e5e7eb; border-radius: 10px; padding: 16px 18px; margin-top: 16px; }
-.row { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
-.row > div { flex: 1 1 300px; min-width: 0; }
-table { border-collapse: collapse; font-size: 13px; }
-th, td { text-align: left; padding: 4px 10px 4px 0; border-bottom: 1px solid #f0f1f3; vertical-align: top; }
-th { color: #6b7280; font-weight: 600; font-size: 12px; text-transform: uppercase; letter-spacing: .03em; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; padding-right: 14px; }
-.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; }
-.badge.ok { background: #dcfce7; color: #166534; }
-.badge.warn { background: #fef3c7; color: #92400e; }
-.badge.off { background: #e5e7eb; color: #4b5563; }
-.badge.err { background: #fee2e2; color: #991b1b; }
 .progress { display: flex; width: 160px; height: 10px; border-radius: 5px; overflow: hidden; background: #e5e7eb;
   margin-top: 4px; }
 .progress .d { background: #22c55e; } .progress .f { background: #ef4444; }
@@ -72,8 +57,6 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; padding-
 .legend { font-size: 12px; color: #6b7280; margin-top: 6px; }
 .legend i { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin: 0 4px 0 10px; }
 .failures td { font-size: 12.5px; }
-.mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; word-break: break-all; }
-.none { color: #6b7280; font-style: italic; }
 .sample { border-top: 1px solid #e5e7eb; padding-top: 14px; margin-top: 14px; }
 .sample:first-of-type { border-top: 0; margin-top: 0; padding-top: 0; }
 .sample-head { display: flex; flex-wrap: wrap; gap: 6px 16px; align-items: baseline; margin-bottom: 8px; }
@@ -103,10 +86,6 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; padding-
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def _e(value: Any) -> str:
-    return escape(str(value), quote=True)
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
@@ -138,7 +117,7 @@ def _png_data_url(image: np.ndarray) -> tuple[str, int, int]:
         pil = pil.resize((2 * width, 2 * height), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     pil.save(buffer, format="PNG", optimize=False)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), width, height
+    return data_url(buffer.getvalue()), width, height
 
 
 def _in_order(data: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -302,7 +281,7 @@ def _failure_block(stage: str, entries: Sequence[LedgerEntry]) -> str:
     return "".join(out)
 
 
-def _masks_quality(summary: dict[str, Any]) -> str:
+def _masks_quality(summary: dict[str, Any], ious: dict[str, float] | None) -> str:
     truth = summary.get("groundtruth")
     if not isinstance(truth, dict) or truth.get("mean_iou") is None:
         return ""
@@ -316,8 +295,20 @@ def _masks_quality(summary: dict[str, Any]) -> str:
             f'<span>{_e(label)}</span>{_bar(value, "c-iou")}<span class="num" data-value="{float(value):.4f}">'
             f"{float(value):.3f}</span>"
         )
-    out.append(f'</div><div class="legend">{_e(truth.get("compared", "?"))} triplets compared</div></div>')
+    out.append(f'</div><div class="legend">{_e(truth.get("compared", "?"))} triplets compared</div>')
+    if ious:
+        out.append(f'<h3>The {min(WORST_ROWS, len(ious))} worst triplets</h3><table id="worst-triplets">')
+        out.append('<tr><th>triplet</th><th class="num">IoU</th></tr>')
+        for key, iou in _worst(ious)[:WORST_ROWS]:
+            out.append(f'<tr data-key="{_e(key)}"><td class="mono">{_e(key)}</td><td class="num">{iou:.3f}</td></tr>')
+        out.append('</table><div class="legend">report --order worst shows them first among the samples</div>')
+    out.append("</div>")
     return "".join(out)
+
+
+def _worst(ious: dict[str, float]) -> list[tuple[str, float]]:
+    """(triplet key, IoU) from the lowest IoU up; ties by key."""
+    return sorted(ious.items(), key=lambda item: (item[1], item[0]))
 
 
 def _captions_quality(summary: dict[str, Any]) -> str:
@@ -367,13 +358,13 @@ def _captions_quality(summary: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def _quality_section(workdir: Path, stages: dict[str, dict[str, Any]]) -> str:
+def _quality_section(workdir: Path, stages: dict[str, dict[str, Any]], ious: dict[str, float] | None) -> str:
     wd = Workdir(workdir)
     blocks = []
     if stages.get("masks", {}).get("state", "not run") != "not run":
         summary = _read_json(wd.summary("masks"))
         if summary:
-            blocks.append(_masks_quality(summary))
+            blocks.append(_masks_quality(summary, ious))
     if stages.get("captions", {}).get("state", "not run") != "not run":
         summary = _read_json(wd.summary("captions"))
         if summary:
@@ -445,7 +436,9 @@ def _attributes_block(merged: dict[str, Any], modality: str) -> str:
     return "".join(out)
 
 
-def _sample_block(record: SampleRecord, mask_row: dict[str, Any] | None, caption_row: dict[str, Any] | None) -> str:
+def _sample_block(
+    record: SampleRecord, mask_row: dict[str, Any] | None, caption_row: dict[str, Any] | None, iou: float | None
+) -> str:
     head = [f"<b>{_e(record.triplet_key)}</b>", f'<span class="sub">split {_e(record.split)}</span>']
     head.append(f'<span class="sub">id {_e(record.pid)}, camera {_e(record.camid)}</span>')
     if mask_row is not None:
@@ -453,6 +446,8 @@ def _sample_block(record: SampleRecord, mask_row: dict[str, Any] | None, caption
             f'<span class="sub">mask {_e(mask_row.get("provider", "?"))} from {_e(mask_row.get("source", "?"))}, '
             f"score {float(mask_row.get('score') or 0.0):.2f}</span>"
         )
+    if iou is not None:
+        head.append(f'<span class="sub">IoU vs ground truth <b data-iou="{iou:.4f}">{iou:.3f}</b></span>')
     attributes: dict[str, Any] = {}
     if caption_row is not None and caption_row.get("attributes"):
         try:
@@ -482,7 +477,9 @@ def _sample_block(record: SampleRecord, mask_row: dict[str, Any] | None, caption
     return "".join(out)
 
 
-def _samples_section(workdir: Path, stages: dict[str, dict[str, Any]], samples: int) -> str:
+def _samples_section(
+    workdir: Path, stages: dict[str, dict[str, Any]], samples: int, ious: dict[str, float] | None, order: str
+) -> str:
     wd = Workdir(workdir)
     if samples < 1 or stages.get("index", {}).get("state") != "complete":
         return ""
@@ -498,7 +495,12 @@ def _samples_section(workdir: Path, stages: dict[str, dict[str, Any]], samples: 
     captions_by_key = {r["triplet_key"]: r for r in caption_rows or []}
     masks_by_key = {r["triplet_key"]: r for r in mask_rows or []}
     picks: list[tuple[SampleRecord, dict[str, Any] | None]] = []
-    if mask_rows:
+    if mask_rows and order == "worst" and ious:
+        for key, _ in _worst(ious)[:samples]:
+            row = masks_by_key[key]
+            if row["sample_id"] in by_id:
+                picks.append((by_id[row["sample_id"]], row))
+    elif mask_rows:
         for i in _spread(len(mask_rows), samples):
             row = mask_rows[i]
             if row["sample_id"] in by_id:
@@ -509,50 +511,71 @@ def _samples_section(workdir: Path, stages: dict[str, dict[str, Any]], samples: 
     if not picks:
         return ""
     source = "masks table" if mask_rows else "manifest"
+    how = (
+        "with the lowest mask IoU vs ground truth, worst first"
+        if order == "worst" and ious
+        else f"evenly spaced over the {source}"
+    )
     out = [
-        f'<section id="samples"><h2>Samples</h2><div class="sub" style="margin:-6px 0 12px">{len(picks)} '
-        f"triplets evenly spaced over the {source}"
+        f'<section id="samples"><h2>Samples</h2><div class="sub" style="margin:-6px 0 12px">{len(picks)} triplets {how}'
     ]
     if mask_rows:
         out.append("; green tint and red outline: the mask")
     if caption_rows:
         out.append('; bars: attribute confidence; <span style="color:#7c3aed">from X</span>: filled from view X')
     out.append("</div>")
-    out.extend(_sample_block(record, row, captions_by_key.get(record.triplet_key)) for record, row in picks)
+    out.extend(
+        _sample_block(record, row, captions_by_key.get(record.triplet_key), (ious or {}).get(record.triplet_key))
+        for record, row in picks
+    )
     out.append("</section>")
     return "".join(out)
 
 
 # ------------------------------------------------------------------------------------------------- page
-def render_report(workdir: Path, samples: int = 8) -> str:
+def _mask_ious(workdir: Path, stages: dict[str, dict[str, Any]]) -> dict[str, float] | None:
+    """Per-triplet mask IoU vs ground truth (None: masks not run, or no ground truth, or unreadable)."""
+    if stages.get("masks", {}).get("state", "not run") == "not run":
+        return None
+    try:
+        return triplet_ious(workdir)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def render_report(workdir: Path, samples: int = 8, order: str = "spread") -> str:
     """The report page of ``workdir`` as an HTML string (see ``write_report``)."""
+    if order not in ORDERS:
+        raise ValueError(f"--order {order!r}: choose one of {', '.join(ORDERS)}")
     status = workdir_status(workdir)
     stages: dict[str, dict[str, Any]] = status["stages"]
+    ious = _mask_ious(workdir, stages)
+    if order == "worst" and not ious:
+        raise ValueError(
+            f"--order worst needs the masks step and ground-truth masks (DATASET/groundtruth/masks/); {workdir} has "
+            "no mask IoU to order by: use --order spread"
+        )
     index_summary = _read_json(Workdir(workdir).summary("index"))
     body: Iterable[str] = (
         _header(workdir, index_summary),
         _stages_section(workdir, stages),
-        _quality_section(workdir, stages),
-        _samples_section(workdir, stages, samples),
+        _quality_section(workdir, stages, ious),
+        _samples_section(workdir, stages, samples, ious, order),
     )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>ReID prep report: {_e(workdir.resolve().name)}</title><style>{CSS}</style></head>"
-        f"<body><main>{''.join(b for b in body if b)}</main></body></html>\n"
-    )
+    return page(f"ReID prep report: {workdir.resolve().name}", "".join(b for b in body if b), CSS)
 
 
-def write_report(workdir: Path, out: Path | None = None, samples: int = 8) -> Path:
+def write_report(workdir: Path, out: Path | None = None, samples: int = 8, order: str = "spread") -> Path:
     """Write ``<workdir>/report.html`` (or ``out``): one self-contained HTML page about the workdir.
 
     Shows the dataset (index summary), every stage's state and counts with its failures (by type and the first
-    rows), the quality figures where the summaries have them (mask IoU, unknown-attribute rates, attribute
-    accuracy) and ``samples`` evenly spaced triplets with their masks, per-modality captions and merged attributes.
-    A stage that has not run is shown as such and its sections are skipped.
+    rows), the quality figures where the summaries have them (mask IoU and the worst triplets, unknown-attribute
+    rates, attribute accuracy) and ``samples`` triplets with their masks (and IoU vs ground truth), per-modality
+    captions and merged attributes: evenly spaced (``order="spread"``) or the lowest IoU first (``"worst"``, needs
+    ground-truth masks). A stage that has not run is shown as such and its sections are skipped.
     """
     workdir = Path(workdir)
     target = out or workdir / "report.html"
-    html = render_report(workdir, samples)
+    html = render_report(workdir, samples, order)
     write_text(html, target)
     return target

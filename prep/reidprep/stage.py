@@ -52,7 +52,7 @@ from reidprep.index import manifest_fingerprint
 from reidprep.ledger import ledger_table, write_ledger
 from reidprep.manifest import read_manifest
 from reidprep.parts import CorruptPart, RunFolder, unreadable
-from reidprep.progress import track
+from reidprep.progress import counter
 from reidprep.workdir import Workdir
 from reidschemas import LedgerEntry, Modality, SampleRecord
 from reidschemas.safeio import DiskFull, is_disk_full
@@ -104,6 +104,13 @@ class StageTask(ABC):
         """Whether a plain rerun processes this failed unit's chunk again (a failure a retry may fix by itself);
         otherwise only ``--retry-failed`` or ``--force`` do."""
         return False
+
+    def report_progress(self, units: float) -> None:
+        """Move the runner's progress bar by ``units`` (fractions allowed) of the chunk in flight: for tasks whose
+        chunk takes long (captions from a remote MLLM). Optional: the runner also moves it at each chunk's end."""
+        hook: Callable[[float], None] | None = getattr(self, "_progress_hook", None)
+        if hook is not None:
+            hook(units)
 
     @abstractmethod
     def process(self, units: Sequence[WorkUnit]) -> Sequence[UnitResult]:
@@ -346,18 +353,24 @@ def run_stage(task: StageTask, workdir: Path, options: StageOptions) -> StageSum
 
     done = failed = 0
     total = sum(len(chunks[c]) for c in todo)
-    for c in track(todo, len(todo), f"{task.name} ({total} triplets in {len(todo)} chunks)", options.progress):
-        run.forget(c)  # a kill from here on leaves the chunk unrecorded: not done
-        results = _process(task, chunks[c], options.fail_fast)
-        rows = [r for r in results if isinstance(r, dict)]
-        failures = [f for r in results if not isinstance(r, dict) for f in (r if isinstance(r, list) else [r])]
-        if failures and options.fail_fast:
-            first = failures[0]
-            raise StageFailure(f"{task.name}: {first.key}: {first.error_type}: {first.reason}")
-        ledger = ledger_table(_ledger_entries(task, failures, samples)) if failures else None
-        run.write_chunk(c, pa.Table.from_pylist(rows, schema=schema), ledger, len(results) - len(rows))
-        done += len(rows)
-        failed += len(results) - len(rows)
+    description = f"{task.name} ({total} triplets in {len(todo)} chunks)"
+    with counter(total, description, options.progress, unit="triplets") as bar:
+        task._progress_hook = bar.advance  # type: ignore[attr-defined]  # see StageTask.report_progress
+        finished = 0
+        for c in todo:
+            run.forget(c)  # a kill from here on leaves the chunk unrecorded: not done
+            results = _process(task, chunks[c], options.fail_fast)
+            rows = [r for r in results if isinstance(r, dict)]
+            failures = [f for r in results if not isinstance(r, dict) for f in (r if isinstance(r, list) else [r])]
+            if failures and options.fail_fast:
+                first = failures[0]
+                raise StageFailure(f"{task.name}: {first.key}: {first.error_type}: {first.reason}")
+            ledger = ledger_table(_ledger_entries(task, failures, samples)) if failures else None
+            run.write_chunk(c, pa.Table.from_pylist(rows, schema=schema), ledger, len(results) - len(rows))
+            done += len(rows)
+            failed += len(results) - len(rows)
+            finished += len(chunks[c])
+            bar.set_completed(finished)
 
     complete = all(_chunk_done(run, c) for c in range(len(chunks)))
     if complete:

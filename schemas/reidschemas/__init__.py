@@ -5,8 +5,10 @@ from reidschemas.attributes import (
     AttributeSpec,
     AttributeTemplate,
     AttributeValue,
+    FusedAttributes,
     attribute_model,
     is_unknown,
+    load_stmi_set,
     load_template,
 )
 from reidschemas.config import PipelineConfig, apply_overrides, load_config
@@ -43,6 +45,7 @@ __all__ = [
     "Box",
     "ConfigError",
     "DatasetName",
+    "FusedAttributes",
     "LedgerEntry",
     "Modality",
     "ObjectKind",
@@ -55,5 +58,6 @@ __all__ = [
     "describe_protocol",
     "is_unknown",
     "load_config",
+    "load_stmi_set",
     "load_template",
 ]

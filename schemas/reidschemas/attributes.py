@@ -2,23 +2,31 @@
 
 The templates live in ``data/templates/attributes_<kind>.json``; the prompt text and the schema are both built from
 them. Each attribute is ``{value, confidence}``. An option string ``a | b | c`` is a closed vocabulary (values are
-matched case-insensitively and stored in the template's spelling); one that starts with ``e.g.,`` is open.
+matched case-insensitively and stored in the template's spelling); one that starts with ``e.g.,`` is open. The
+template's ``synonyms`` (ours, ASSUMED: "man" -> "male", "rear" -> "back") are accepted for a closed vocabulary too,
+and the JSON schema of ``attribute_model`` lists each closed vocabulary as an ``enum``, so a server with structured
+output can only answer with an option (or null).
 Values that say "unknown" in any of the usual ways become ``None``, and a ``None`` value has confidence 0.
+
+``load_stmi_set`` reads the attributes of STMI's one fused triplet description (``attributes_stmi.json``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationInfo,
+    WithJsonSchema,
     create_model,
     field_validator,
     model_validator,
@@ -56,15 +64,20 @@ class AttributeSpec:
     """The template's value string, verbatim (``"child | teenager | adult | senior"``)."""
     options: tuple[str, ...] | None
     """The closed vocabulary, or ``None`` for an open attribute."""
+    synonyms: Mapping[str, str] = field(default_factory=dict)
+    """Other wordings of the options (lower case) -> the option (the template's ``synonyms``)."""
 
     def canonical(self, value: str) -> str | None:
-        """The vocabulary's spelling of ``value`` (case-insensitive), or None if it is not in the vocabulary."""
+        """The vocabulary's spelling of ``value`` or of the option it is a synonym of, or None if it is neither.
+
+        Case, repeated whitespace and trailing punctuation are ignored.
+        """
         assert self.options is not None
-        wanted = " ".join(value.strip().lower().split())
+        wanted = " ".join(value.strip().lower().split()).rstrip(".!,;")
         for option in self.options:
             if option.lower() == wanted:
                 return option
-        return None
+        return self.synonyms.get(wanted)
 
 
 @dataclass(frozen=True)
@@ -103,8 +116,44 @@ def load_template(kind: ObjectKind) -> AttributeTemplate:
     if kind not in ("pedestrian", "vehicle"):
         raise ValueError(f"unknown object kind {kind!r}: expected 'pedestrian' or 'vehicle'")
     raw = json.loads(read_text(f"templates/attributes_{kind}.json"))
-    specs = tuple(AttributeSpec(name, text, _parse_options(text)) for name, text in raw["attributes"].items())
-    return AttributeTemplate(kind=kind, instruction=raw["instruction"], closing=raw["closing"], specs=specs)
+    synonyms: dict[str, dict[str, str]] = raw.get("synonyms", {})
+    unknown = sorted(set(synonyms) - set(raw["attributes"]))
+    if unknown:
+        raise ValueError(f"attributes_{kind}.json: synonyms for attributes the template lacks: {unknown}")
+    specs = []
+    for name, text in raw["attributes"].items():
+        options = _parse_options(text)
+        mapping = {key.lower(): value for key, value in synonyms.get(name, {}).items()}
+        if mapping and options is None:
+            raise ValueError(f"attributes_{kind}.json: synonyms for the open attribute {name!r}")
+        wrong = sorted(value for value in mapping.values() if options is not None and value not in options)
+        if wrong:
+            raise ValueError(f"attributes_{kind}.json: synonyms of {name!r} map to non-options {wrong}")
+        specs.append(AttributeSpec(name, text, options, mapping))
+    return AttributeTemplate(kind=kind, instruction=raw["instruction"], closing=raw["closing"], specs=tuple(specs))
+
+
+@dataclass(frozen=True)
+class FusedAttributes:
+    """STMI's fused triplet description: which attributes it carries and how long it is (``attributes_stmi.json``)."""
+
+    kind: ObjectKind
+    names: tuple[str, ...]
+    """A subset of the kind's NEXT template, in template order (13 for persons, 6 for vehicles; ASSUMED)."""
+    target_words: int
+    """The paper's average description length for the kind's datasets, read as words (ASSUMED)."""
+
+
+@cache
+def load_stmi_set(kind: ObjectKind) -> FusedAttributes:
+    """Read ``kind``'s section of ``data/templates/attributes_stmi.json``; every name must be in the NEXT template."""
+    section = json.loads(read_text("templates/attributes_stmi.json"))[kind]
+    names = load_template(kind).names
+    unknown = sorted(set(section["attributes"]) - set(names))
+    if unknown:
+        raise ValueError(f"attributes_stmi.json names attributes the {kind} template lacks: {unknown}")
+    chosen = tuple(name for name in names if name in section["attributes"])
+    return FusedAttributes(kind=kind, names=chosen, target_words=int(section["target_words"]))
 
 
 class AttributeValue(BaseModel):
@@ -168,11 +217,30 @@ class AttributeSet(BaseModel):
         return sum(v is not None for v in values.values()) / len(values)
 
 
+def _closed_schema(spec: AttributeSpec) -> dict[str, Any]:
+    """``AttributeValue``'s JSON schema with ``value`` limited to the options of ``spec`` (or null for unknown)."""
+    assert spec.options is not None
+    schema = copy.deepcopy(AttributeValue.model_json_schema())
+    schema["title"] = f"{spec.name} value"
+    schema["properties"]["value"] = {"anyOf": [{"enum": list(spec.options), "type": "string"}, {"type": "null"}]}
+    return schema
+
+
 @cache
 def attribute_model(kind: ObjectKind) -> type[AttributeSet]:
-    """The pydantic model of ``kind``'s attribute set (``PedestrianAttributes`` or ``VehicleAttributes``)."""
+    """The pydantic model of ``kind``'s attribute set (``PedestrianAttributes`` or ``VehicleAttributes``).
+
+    Its JSON schema (what ``response_format`` sends) gives each closed attribute's options as an ``enum``.
+    Validation stays case-insensitive and accepts the template's synonyms (``AttributeSet._in_vocabulary``).
+    """
     template = load_template(kind)
-    fields: dict[str, Any] = {name: (AttributeValue, ...) for name in template.names}
+    fields: dict[str, Any] = {
+        spec.name: (
+            AttributeValue if spec.options is None else Annotated[AttributeValue, WithJsonSchema(_closed_schema(spec))],
+            ...,
+        )
+        for spec in template.specs
+    }
     model = create_model(f"{kind.capitalize()}Attributes", __base__=AttributeSet, **fields)
     model.kind = kind
     return model

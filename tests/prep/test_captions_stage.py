@@ -15,11 +15,12 @@ import pytest
 from fake_openai import FakeOpenAI, default_handler, prompt_text
 from typer.testing import CliRunner
 
-from reidprep.captions.validate import clip_token_count
+from reidprep.captions.validate import clip_token_count, validate_caption
 from reidprep.cli import app
 from reidprep.index import run_index
 from reidprep.stage import read_stage_table
 from reidprep.synth import generate_dataset
+from reidschemas import attribute_model, load_stmi_set
 
 runner = CliRunner()
 KEY = "sk-test-captions-0123456789"
@@ -73,6 +74,10 @@ def test_heuristic_template_captions_with_rates_and_accuracy(workdir):
         attributes = json.loads(row["attributes"])
         assert set(attributes) == {"rgb", "nir", "tir", "fused"}
         assert attributes["nir"]["upper_clothing_color"]["value"] is None  # no colour in NIR
+        known_fused = {name for name, a in attributes["fused"].items() if a["value"] is not None}
+        assert known_fused <= set(load_stmi_set("pedestrian").names)  # STMI's attributes only
+        nothing = attribute_model("pedestrian").unknown()
+        assert validate_caption(row["caption_fused"], nothing, "pedestrian", "fused") == []  # no view, light, clarity
         assert set(json.loads(row["view_attributes"])) == {"rgb", "nir", "tir", "composite"}
         assert 0.0 <= row["unknown_after_nir"] <= row["unknown_before_nir"] <= 1.0
     summary = json.loads((workdir / "captions" / "summary.json").read_text())
@@ -94,6 +99,7 @@ def test_openai_end_to_end_rerun_makes_no_request(workdir, tmp_path, monkeypatch
         bodies = [json.dumps(b) for b in server.chat_bodies]
         assert sum("three times side by side" in b for b in bodies) == 12
         assert all('"detail": "low"' in b for b in bodies)
+        assert all('"enum": ["child", "teenager", "adult", "senior"]' in b for b in bodies)  # options in the schema
         output = _captions(workdir, "--config", str(config), "--force")
         assert server.chat_count == 48 and "0 requests, 48 from cache" in output
     rows = read_stage_table(workdir, "captions").to_pylist()
@@ -119,12 +125,16 @@ def test_openai_malformed_and_failed_replies_fail_their_triplet_and_a_rerun_asks
         output = _captions(workdir, "--config", str(config))
         assert "captions: 11 done, 0 skipped, 1 failed" in output
         ledger = pq.read_table(workdir / "captions" / "errors.parquet").to_pylist()
-        assert [(e["error_type"], e["reason"].split(" view:")[0]) for e in ledger] == [
-            ("UnusableReply", "rgb"),
-            ("InternalServerError", "nir"),
-        ]
-        assert "malformed JSON" in ledger[0]["reason"] and ledger[0]["sample_id"] == ledger[1]["sample_id"]
-        assert "/NI/" in ledger[1]["path"] and "/RGB/" in ledger[0]["path"]
+        samples = sorted({e["sample_id"] for e in ledger})  # the triplet's sample ids (query and gallery for test)
+        for sample in samples:
+            entries = [e for e in ledger if e["sample_id"] == sample]
+            assert [(e["error_type"], e["reason"].split(" view:")[0]) for e in entries] == [
+                ("UnusableReply", "rgb"),
+                ("InternalServerError", "nir"),
+            ]
+            assert "malformed JSON" in entries[0]["reason"]
+            assert "/NI/" in entries[1]["path"] and "/RGB/" in entries[0]["path"]
+        assert len(ledger) == 2 * len(samples)
         server.reset_log()
         output = _captions(workdir, "--config", str(config))  # no flag: the chunk with provider failures again
         assert server.chat_count == 2 and "4 done, 8 skipped, 0 failed" in output
@@ -173,13 +183,24 @@ def test_openai_crash_mid_stage_resumes_without_loss_or_duplicates(workdir, tmp_
     assert len(rows) == len({r["triplet_key"] for r in rows}) == 12
 
 
-def _fusion_handler(bad_first: int):
-    """Attributes as usual; captions written from the attributes in the prompt (the renderer stands in for the LLM),
-    except a vague caption for the first ``bad_first`` distinct caption prompts."""
+def _caption_from_prompt(text: str) -> str:
+    """What a faithful LLM writes for a caption prompt: the attributes in it rendered (the renderer stands in).
+
+    The fused prompt (STMI) sends only its 13 / 6 attributes; the others are unknown."""
     from reidprep.captions.parse import extract_json_object
     from reidprep.captions.render import render_caption
     from reidschemas import attribute_model
 
+    kind = "pedestrian" if "person" in text.split(".")[0] else "vehicle"
+    data, _ = extract_json_object(text[text.index("{") :])
+    model = attribute_model(kind)
+    data = {name: data.get(name, {"value": None, "confidence": 0.0}) for name in model.model_fields}
+    return render_caption(model(**data), kind, "fused", max_tokens=None)  # no tokenizer load
+
+
+def _fusion_handler(bad_first: int):
+    """Attributes as usual; captions written from the attributes in the prompt (the renderer stands in for the LLM),
+    except a vague caption for the first ``bad_first`` distinct caption prompts."""
     seen: list[str] = []
 
     def handler(body: dict) -> str:
@@ -190,9 +211,7 @@ def _fusion_handler(bad_first: int):
             seen.append(text)
             if len(seen) <= bad_first:
                 return "The unknown person wears something unclear."
-        kind = "pedestrian" if "person appearance" in text else "vehicle"
-        data, _ = extract_json_object(text[text.index("{") :])
-        return render_caption(attribute_model(kind)(**data), kind, "fused", max_tokens=None)  # no tokenizer load
+        return _caption_from_prompt(text)
 
     return handler
 
@@ -408,17 +427,12 @@ def test_a_template_caption_over_77_tokens_is_kept_noted_counted_and_in_its_shar
 def _long_caption_handler(shorter_on_retry: bool):
     """Attributes as usual; every caption prompt gets a valid caption padded past 77 CLIP tokens, and a request for a
     shorter one gets the rendered caption alone (``shorter_on_retry``) or the long one again."""
-    from reidprep.captions.parse import extract_json_object
-    from reidprep.captions.render import render_caption
-    from reidschemas import attribute_model
 
     def handler(body: dict) -> str:
         text = prompt_text(body)
         if not text.startswith("Generate a natural"):
             return default_handler(body)
-        kind = "pedestrian" if "person appearance" in text else "vehicle"
-        data, _ = extract_json_object(text[text.index("{") : text.rindex("}") + 1])
-        caption = render_caption(attribute_model(kind)(**data), kind, "fused", max_tokens=None)
+        caption = _caption_from_prompt(text[: text.rindex("}") + 1])
         if shorter_on_retry and "Write a shorter caption" in text:
             return caption
         return caption + " The person walks along the street at an even pace." * 8

@@ -21,7 +21,7 @@ from reidprep.captions.validate import (
     repair_caption,
     validate_caption,
 )
-from reidschemas import AttributeSet, attribute_model, load_template
+from reidschemas import AttributeSet, attribute_model, load_stmi_set, load_template
 from reidschemas.resources import read_text
 
 
@@ -53,7 +53,15 @@ def test_visibility_rules_name_template_attributes():
         assert rules.not_sensed["rgb"] == rules.not_sensed["nir"] == frozenset()
         assert {"red", "blue", "grey", "gray"} <= rules.colour_words
     assert person.hidden("rgb", colours=False) == frozenset()
-    assert person.hidden("fused", colours=False) == frozenset()
+    stmi_left_out = {"view", "illumination", "capture_time", "target_clarity", "handbag", "backpack", "suitcase"}
+    assert person.hidden("fused", colours=False) == stmi_left_out
+    assert person.presence == {"carrying", "holding", "handbag", "backpack", "suitcase"}
+    assert vehicle.presence == frozenset()
+    for value in ("not", "None", "not carrying", "not dragging", "no backpack", "nothing.", "empty-handed"):
+        assert person.negative(value), value
+    for value in ("carrying backpack", "a phone", "notebook", "dragging", "bottle"):
+        assert not person.negative(value), value
+    assert not person.negative(None)
     assert person.hidden("nir", colours=False) == person.colour
     assert person.hidden("nir", colours=True) == frozenset()
     assert person.hidden("tir", colours=True) == {"illumination", "capture_time"}
@@ -84,19 +92,49 @@ def run_complement(per_view, *, below=0.5, colours=False, kind="pedestrian"):
 
 
 def test_rgb_gets_the_backpack_thermal_sees_at_night():
+    """NEXT appendix C / Figure 2: RGB says no backpack at 0.6, TIR sees one at 0.9 -> RGB's caption has it."""
     per_view = {
-        "rgb": make("pedestrian", capture_time="nighttime", backpack=("not", 0.3), handbag=("not", 0.8)),
-        "nir": make("pedestrian", backpack=("carrying backpack", 0.6)),
-        "tir": make("pedestrian", backpack=("carrying backpack", 0.9), handbag=("carrying handbag", 0.95)),
+        "rgb": make(
+            "pedestrian",
+            gender="male",
+            capture_time="nighttime",
+            backpack=("not", 0.6),
+            carrying=("not carrying", 0.7),
+            handbag=("not", 0.8),
+            holding=("a phone", 0.6),
+        ),
+        "nir": make("pedestrian", backpack=("carrying backpack", 0.7), holding=("none", 0.9)),
+        "tir": make(
+            "pedestrian",
+            backpack=("carrying backpack", 0.9),
+            carrying=("backpack", 0.85),
+            handbag=("carrying handbag", 0.75),
+        ),
     }
     merged = run_complement(per_view)
     rgb = merged["rgb"]
-    assert conf(rgb.attributes, "backpack") == ("carrying backpack", 0.9)
-    assert rgb.sources["backpack"] == "tir"
-    assert rgb.filled == {"backpack": "tir"}
-    assert conf(rgb.attributes, "handbag") == ("not", 0.8)  # confident enough: kept
-    assert conf(merged["nir"].attributes, "backpack") == ("carrying backpack", 0.6)  # at or above below: kept
-    assert merged["tir"].filled == {}
+    assert conf(rgb.attributes, "backpack") == ("carrying backpack", 0.9)  # 0.6 is above `below`, still replaced
+    assert conf(rgb.attributes, "carrying") == ("backpack", 0.85)
+    assert conf(rgb.attributes, "handbag") == ("not", 0.8)  # the positive answer is less confident: kept
+    assert conf(rgb.attributes, "holding") == ("a phone", 0.6)  # a positive is never replaced by a negative
+    assert rgb.filled == {"backpack": "tir", "carrying": "tir"}
+    assert "He is carrying a backpack" in render_caption(rgb, "pedestrian", "rgb")
+    assert "backpack" not in render_caption(per_view["rgb"], "pedestrian", "rgb")  # before the complement
+    assert conf(merged["nir"].attributes, "backpack") == ("carrying backpack", 0.7)  # positive, confident: kept
+    assert conf(merged["nir"].attributes, "holding") == ("none", 0.9)  # a more confident negative is kept
+    assert merged["tir"].filled == {"gender": "rgb", "holding": "nir"}
+
+
+def test_only_presence_attributes_give_way_to_a_positive():
+    per_view = {
+        "rgb": make("pedestrian", glasses=("not", 0.6), suitcase=("not dragging", 0.6)),
+        "tir": make("pedestrian", glasses=("wearing glasses", 0.9), suitcase=("dragging", 0.9)),
+    }
+    rgb = run_complement(per_view)["rgb"].attributes
+    assert conf(rgb, "glasses") == ("not", 0.6)  # not a carried thing: the general rule (0.6 >= below) keeps it
+    assert conf(rgb, "suitcase") == ("dragging", 0.9)
+    vehicles = {"rgb": make("vehicle", spoiler=("not present", 0.6)), "nir": make("vehicle", spoiler="present")}
+    assert conf(run_complement(vehicles, kind="vehicle")["rgb"].attributes, "spoiler") == ("not present", 0.6)
 
 
 def test_unknown_is_filled_even_with_threshold_zero_and_ties_go_to_the_first_view():
@@ -170,12 +208,13 @@ def test_conditions_stay_with_their_sensor():
     assert conf(rgb, "gender") == ("male", 0.8)  # identity attributes do flow from tir
 
 
-def test_missing_views_start_unknown_and_composite_fills_them():
+def test_missing_views_start_unknown_and_the_composite_is_no_source():
     per_view = {"rgb": make("pedestrian", age="adult"), "composite": make("pedestrian", gender=("female", 0.9))}
     merged = run_complement(per_view)
     assert set(merged) == {"rgb", "nir", "tir"}
-    assert conf(merged["tir"].attributes, "gender") == ("female", 0.9)
-    assert merged["tir"].sources == {"gender": "composite", "age": "rgb"}
+    assert conf(merged["tir"].attributes, "gender") == (None, 0.0)  # NEXT complements from modalities only
+    assert conf(merged["rgb"].attributes, "gender") == (None, 0.0)
+    assert merged["tir"].sources == {"age": "rgb"}
     with pytest.raises(ValueError, match="kind"):
         run_complement(per_view, kind="vehicle")
     with pytest.raises(ValueError):
@@ -186,16 +225,74 @@ def test_fuse_triplet_takes_the_most_confident_view_and_rgb_colours():
     per_view = {
         "rgb": make("pedestrian", gender=("male", 0.5), upper_clothing_color=("blue", 0.4), illumination=("dim", 0.6)),
         "nir": make("pedestrian", gender=("male", 0.8), upper_clothing_color=("red", 0.9)),
-        "tir": make("pedestrian", backpack=("carrying backpack", 0.9), illumination=("bright", 0.99)),
-        "composite": make("pedestrian", gender=("female", 0.7), lower_clothing_color=("black", 0.9)),
+        "tir": make("pedestrian", backpack=("carrying backpack", 0.9), carrying=("backpack", 0.7)),
+        "composite": make("pedestrian", gender=("female", 0.7), lower_clothing_color=("black", 0.9), age="adult"),
     }
     fused = fuse_triplet(per_view)
     assert fused.view == "fused"
     assert conf(fused.attributes, "gender") == ("male", 0.8)
     assert conf(fused.attributes, "upper_clothing_color") == ("blue", 0.4)
     assert conf(fused.attributes, "lower_clothing_color") == (None, 0.0)
-    assert conf(fused.attributes, "illumination") == ("dim", 0.6)  # thermal cannot see lighting
-    assert fused.sources == {"gender": "nir", "upper_clothing_color": "rgb", "illumination": "rgb", "backpack": "tir"}
+    assert conf(fused.attributes, "illumination") == (None, 0.0)  # not one of STMI's attributes
+    assert conf(fused.attributes, "backpack") == (None, 0.0)  # STMI's backpack is the open "carrying"
+    assert fused.sources == {"gender": "nir", "upper_clothing_color": "rgb", "carrying": "tir", "age": "composite"}
+
+
+def test_stmi_sets_are_next_less_conditions_and_bag_flags():
+    person, vehicle = load_stmi_set("pedestrian"), load_stmi_set("vehicle")
+    left_out = {"view", "illumination", "capture_time", "target_clarity", "handbag", "backpack", "suitcase"}
+    assert set(person.names) == set(load_template("pedestrian").names) - left_out
+    assert len(person.names) == 13 and len(vehicle.names) == 6  # STMI, Dataset Setup
+    assert set(vehicle.names) <= set(load_template("vehicle").names)
+    assert not {"view", "illumination", "capture_time", "target_clarity"} & set(vehicle.names)
+    assert (person.target_words, vehicle.target_words) == (33, 32)  # 33.28 (RGBNT201); 31.51 and 31.90
+    raw = json.loads(read_text("templates/attributes_stmi.json"))
+    assert sum(note.startswith("ASSUMED") for note in raw["notes"]) >= 3
+
+
+STMI_FIGURE_2 = (
+    "The adult male is wearing a blue jacket with dark pants and casual sneakers. The male has straight short hair "
+    "and is not wearing glasses. The male is holding phone and carrying a backpack."
+)
+
+
+def test_fused_caption_of_stmi_figure_2_has_no_conditions():
+    """STMI Figure 2(b): the three views of a night-time triplet give one description of the person only."""
+    conditions = {"view": "side", "capture_time": "nighttime", "illumination": "dim", "target_clarity": "blurry"}
+    per_view = {
+        "rgb": make(
+            "pedestrian",
+            age="adult",
+            gender="male",
+            upper_clothing="jacket",
+            upper_clothing_color="blue",
+            lower_clothing_color="dark",
+            hair_length="short",
+            glasses="not",
+            backpack=("not", 0.6),
+            **conditions,
+        ),
+        "nir": make("pedestrian", lower_clothing="pants", footwear="sneakers", holding="phone", **conditions),
+        "tir": make("pedestrian", carrying=("backpack", 0.9), backpack=("carrying backpack", 0.9), view="side"),
+        "composite": make("pedestrian", hair_style="straight", footwear_style="casual", target_clarity="clear"),
+    }
+    fused = fuse_triplet(per_view)
+    caption = render_caption(fused, "pedestrian", "fused")
+    assert caption == (
+        "An adult male is wearing a blue jacket with dark pants, paired with casual sneakers. Short straight hair and "
+        "he is not wearing glasses. He is carrying a backpack and holding a phone."
+    )
+    assert validate_caption(caption, fused.attributes, "pedestrian", "fused") == []
+    assert abs(len(caption.split()) - len(STMI_FIGURE_2.split())) <= 3
+    assert validate_caption(STMI_FIGURE_2, fused.attributes, "pedestrian", "fused") == []
+    # the full set rendered as the fused caption still leaves the conditions out
+    full = render_caption(per_view["rgb"], "pedestrian", "fused")
+    assert not any(word in full for word in ("side", "night", "dim", "blurry", "lighting"))
+    problems = validate_caption(
+        "An adult male seen from the side in dim lighting. " + caption, fused.attributes, "pedestrian", "fused"
+    )
+    assert problems == ["the fused caption describes the object only but says 'lighting', 'seen from'"]
+    assert validate_caption("Seen from the side. " + caption, per_view["rgb"], "pedestrian", "rgb") == []  # NEXT may
 
 
 def test_unknown_rate_drops_after_complementing():
@@ -455,6 +552,18 @@ def test_fusion_prompt_is_the_template_then_the_attribute_json():
     assert data["rgb"]["gender"]["value"] == "male"
     with pytest.raises(ValueError, match="kind"):
         llm_fusion_prompt(WHITE_SEDAN, "pedestrian")
+
+
+@pytest.mark.parametrize(("kind", "attributes"), [("pedestrian", NIGHT_MALE), ("vehicle", WHITE_SEDAN)])
+def test_fused_fusion_prompt_is_stmi_length_and_attributes(kind: str, attributes: AttributeSet):
+    prompt = llm_fusion_prompt(attributes, kind, target="fused")
+    stmi = load_stmi_set(kind)
+    template, data = prompt.split("\n\n{", 1)
+    assert f"Write about {stmi.target_words} words." in template and "{target_words}" not in template
+    assert "do not mention the viewpoint, lighting, time of day or image quality" in template
+    for name in ("view", "illumination", "capture_time", "target_clarity"):
+        assert f"[{name}]" not in template
+    assert list(json.loads("{" + data)) == list(stmi.names)
 
 
 # --- validation ----------------------------------------------------------------------------------------------------

@@ -89,3 +89,21 @@ def test_vehicle_reply_and_json_extraction():
     assert answer.attributes.color.value == "silver"
     data, repairs = extract_json_object('noise {"a": 1} trailing')
     assert data == {"a": 1} and repairs == ["removed text around the JSON object"]
+
+
+def test_synonyms_are_read_before_an_answer_is_discarded():
+    reply = _reply(
+        gender={"value": "man", "confidence": 0.9},
+        view={"value": "Rear view", "confidence": 0.7},
+        backpack={"value": True, "confidence": 0.8},
+        age={"value": "grandparent", "confidence": 0.6},
+    )
+    answer = parse_attributes(json.dumps(reply), "pedestrian")
+    attrs = answer.attributes
+    assert (attrs.gender.value, attrs.gender.confidence) == ("male", 0.9)
+    assert attrs.view.value == "back" and attrs.backpack.value == "carrying backpack"
+    assert "gender: 'man' read as 'male'" in answer.repairs
+    assert "backpack: 'True' read as 'carrying backpack'" in answer.repairs
+    assert attrs.age.value is None  # no synonym: discarded, as before
+    assert any(r.startswith("age: 'grandparent' is not one of") for r in answer.repairs)
+    assert not any(r.startswith("hair_length") for r in answer.repairs)  # an option itself is no repair

@@ -1,4 +1,5 @@
-"""``write_report``: one self-contained HTML page, checked with an HTML parser and, where installed, Chromium."""
+"""``write_report``: one self-contained HTML page, checked with an HTML parser and, where installed, Chromium;
+and the mask preview PNG it shares the overlays with."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -232,3 +234,83 @@ def test_report_renders_in_headless_chromium(full, tmp_path):
         assert image.size == (1280, 2000)
         colours = image.convert("RGB").resize((320, 500)).getcolors(maxcolors=1_000_000)
     assert colours is not None and len(colours) > 50, "the screenshot looks blank"
+
+
+def _oracle_ious(workdir: Path) -> dict[str, float]:
+    """Triplet mask IoU against the reference modality's ground-truth PNG, computed here with numpy alone."""
+    from reidprep.manifest import read_manifest
+    from reidschemas.maskcodec import decode_mask
+
+    dataset = Path(json.loads((workdir / "index" / "summary.json").read_text())["dataset_dir"])
+    records = {r.sample_id: r for r in read_manifest(workdir / "index" / "manifest.parquet")}
+    ious = {}
+    for row in read_stage_table(workdir, "masks").to_pylist():
+        reference = "rgb" if row["source"] == "all" else row["source"]
+        image_path = Path(records[row["sample_id"]].path(reference))
+        truth_path = dataset / "groundtruth" / "masks" / image_path.relative_to(dataset).with_suffix(".png")
+        truth = np.asarray(Image.open(truth_path).convert("L")) > 127
+        mask = decode_mask(row["mask"], row["height"], row["width"])
+        assert mask.shape == truth.shape  # the synthetic masks are at image size: no resizing to trust
+        ious[row["triplet_key"]] = float((mask & truth).sum() / (mask | truth).sum())
+    return ious
+
+
+def test_worst_triplets_are_named_and_can_come_first(full, tmp_path):
+    truth = _oracle_ious(full)
+    worst = sorted(truth, key=lambda key: (truth[key], key))
+    text, page = _read(write_report(full, out=tmp_path / "w.html", samples=SAMPLES, order="worst"))
+    named = []
+    parser_rows = text.split('id="worst-triplets"')[1].split("</table>")[0]
+    for key in worst[:5]:
+        assert f'data-key="{html.escape(key)}"' in parser_rows
+        named.append(parser_rows.index(f'data-key="{html.escape(key)}"'))
+        assert f"{truth[key]:.3f}" in parser_rows
+    assert named == sorted(named), "the worst first"
+    shown = [a["data-key"] for tag, a in page.tags if tag == "div" and a.get("data-key")]
+    assert shown == worst[:SAMPLES]
+    ious = [float(a["data-iou"] or "nan") for tag, a in page.tags if tag == "b" and a.get("data-iou")]
+    assert ious == pytest.approx([truth[key] for key in worst[:SAMPLES]], abs=1e-4)
+    assert "lowest mask IoU vs ground truth, worst first" in "".join(page.text)
+    # the default order spreads the samples over the table and still shows each one's IoU
+    _, spread = _read(write_report(full, out=tmp_path / "s.html", samples=SAMPLES))
+    spread_keys = [a["data-key"] for tag, a in spread.tags if tag == "div" and a.get("data-key")]
+    assert spread_keys != worst[:SAMPLES]
+    spread_ious = [float(a["data-iou"] or "nan") for tag, a in spread.tags if tag == "b" and a.get("data-iou")]
+    assert spread_ious == pytest.approx([truth[key] for key in spread_keys], abs=1e-4)
+
+
+def test_order_worst_without_ground_truth_is_one_clear_error(dataset, tmp_path):
+    workdir = tmp_path / "w"
+    run_index(workdir, "rgbnt201", dataset)
+    result = runner.invoke(app, ["report", "--workdir", str(workdir), "--order", "worst"])
+    assert result.exit_code == 2
+    assert "--order worst needs the masks step" in result.output and "--order spread" in result.output
+    result = runner.invoke(app, ["report", "--workdir", str(workdir), "--order", "best"])
+    assert result.exit_code == 2 and "choose one of spread, worst" in result.output
+
+
+def test_mask_preview_labels_modalities_and_each_samples_iou(full, tmp_path):
+    from reidprep.masks.preview import PAD, draw_preview, preview_rows
+
+    truth = _oracle_ious(full)
+    rows = preview_rows(full, 3)
+    assert len(rows) == 3
+    for row in rows:
+        assert row.iou == pytest.approx(truth[row.key], abs=1e-6)
+        assert row.label.startswith(row.key) and row.label.endswith(f"IoU {truth[row.key]:.2f}")
+    result = runner.invoke(app, ["masks", "--workdir", str(full), "--no-progress", "--preview", "3"])
+    assert result.exit_code == 0, result.output
+    shown = np.asarray(Image.open(full / "masks" / "preview.png").convert("RGB"))
+    assert np.array_equal(shown, np.asarray(draw_preview(rows)))
+    # a header band with one name over each of the three columns, then a label line over each row of images
+    cell_w = rows[0].cells[0].shape[1]
+    ink = shown.min(axis=2) < 128
+    header = ink[: 13 + 2 * PAD]
+    for c in range(3):
+        left = PAD + c * (cell_w + PAD)
+        assert header[:, left : left + cell_w].sum() > 20, f"no modality name over column {c}"
+    top = 13 + 2 * PAD
+    assert ink[top : top + 13 + 2 * PAD].sum() > 100, "no label over the first row"
+    # sized to what is drawn: images or labels end within 2 PAD (glyph bearings) of the edges
+    drawn = np.nonzero((shown != 255).any(axis=2))
+    assert shown.shape[0] - 1 - drawn[0].max() <= 2 * PAD and shown.shape[1] - 1 - drawn[1].max() <= 2 * PAD

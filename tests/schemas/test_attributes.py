@@ -7,7 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from reidschemas import AttributeValue, attribute_model, is_unknown, load_template
+from reidschemas import AttributeValue, attribute_model, is_unknown, load_stmi_set, load_template
+from reidschemas.resources import read_text
 
 
 def _answer(kind: str, **overrides) -> dict:
@@ -73,7 +74,7 @@ def test_informative_values_are_not_unknown():
 def test_validation_errors_name_the_attribute():
     model = attribute_model("pedestrian")
     with pytest.raises(ValidationError) as info:
-        model.model_validate(_answer("pedestrian", age={"value": "toddler", "confidence": 0.5}))
+        model.model_validate(_answer("pedestrian", age={"value": "robot", "confidence": 0.5}))
     assert info.value.errors()[0]["loc"] == ("age",)
     assert "child | teenager | adult | senior" in str(info.value)
     with pytest.raises(ValidationError) as info:
@@ -91,3 +92,66 @@ def test_unknown_set():
     attrs = attribute_model("vehicle").unknown()
     assert attrs.known_fraction() == 0.0
     assert all(v is None for v in attrs.values().values())
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "said", "option"),
+    [
+        ("pedestrian", "gender", "Man", "male"),
+        ("pedestrian", "gender", "woman.", "female"),
+        ("pedestrian", "age", "middle-aged", "adult"),
+        ("pedestrian", "view", "rear", "back"),
+        ("pedestrian", "backpack", "no backpack", "not"),
+        ("pedestrian", "suitcase", "yes", "dragging"),
+        ("vehicle", "color", "Grey", "gray"),
+        ("vehicle", "spoiler", "absent", "not present"),
+    ],
+)
+def test_synonyms_are_read_as_their_option(kind, name, said, option):
+    spec = load_template(kind).spec(name)
+    assert spec.canonical(said) == option
+    attrs = attribute_model(kind).model_validate(_answer(kind, **{name: {"value": said, "confidence": 0.7}}))
+    assert getattr(attrs, name).value == option
+
+
+def test_every_synonym_maps_to_an_option_of_its_closed_attribute():
+    for kind in ("pedestrian", "vehicle"):
+        raw = json.loads(read_text(f"templates/attributes_{kind}.json"))
+        assert raw["synonyms"] and "ASSUMED" in raw["synonyms_source"]
+        for name, mapping in raw["synonyms"].items():
+            spec = load_template(kind).spec(name)
+            assert spec.options is not None, name
+            assert set(mapping.values()) <= set(spec.options), name
+            assert not set(mapping) & {o.lower() for o in spec.options}, name  # an option is never a synonym
+
+
+@pytest.mark.parametrize("kind", ["pedestrian", "vehicle"])
+def test_json_schema_lists_each_closed_vocabulary(kind):
+    from openai.lib._pydantic import to_strict_json_schema  # what chat.completions.parse sends
+
+    template = load_template(kind)
+    for schema in (attribute_model(kind).model_json_schema(), to_strict_json_schema(attribute_model(kind))):
+        defs = schema.get("$defs", {})
+        for spec in template.specs:
+            field = schema["properties"][spec.name]
+            field = defs[field["$ref"].rsplit("/", 1)[1]] if "$ref" in field else field
+            value = field["properties"]["value"]
+            enums = [branch["enum"] for branch in value.get("anyOf", []) if "enum" in branch]
+            if spec.options is None:
+                assert enums == [], spec.name
+            else:
+                assert enums == [list(spec.options)], spec.name
+                assert {"type": "null"} in value["anyOf"]  # unknown stays possible
+            assert field["required"] == ["value", "confidence"] and field["additionalProperties"] is False
+
+
+def test_stmi_set_reads_and_checks_its_names():
+    assert load_stmi_set("pedestrian").names[:2] == ("age", "gender")
+    assert load_stmi_set("vehicle").names == (
+        "vehicle_type",
+        "branding",
+        "color",
+        "headlights_shape",
+        "front_grille_shape",
+        "roof_type",
+    )

@@ -55,6 +55,21 @@ def test_embed_equals_the_features_eval_ranks(stmi: tuple[ReidModel, list[str]],
         np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
 
 
+def test_embed_uses_the_recipes_normalisation_as_eval_does(stmi_run: Path, full_shards: Path, tmp_path) -> None:
+    """A run trained with other pixel statistics (the authors' 0.5/0.5) is embedded with them, as eval ranks it."""
+    state = torch.load(stmi_run / "best.pt", weights_only=False)
+    state["config"]["recipe"].update(pixel_mean=[0.5, 0.5, 0.5], pixel_std=[0.5, 0.5, 0.5])
+    torch.save(state, tmp_path / "half.pt")
+    model = reidtrain.load(tmp_path / "half.pt", device="cpu", echo=lambda _: None)
+    stats = ([0.5] * 3, [0.5] * 3)
+    ranking = rank_gallery(model.network, full_shards, model.transform.size, torch.device("cpu"), pixel_stats=stats)
+    rows = _rows(full_shards, "query")
+    feats = _embed_rows(model, rows, camera=[r["camid"] for r in rows])
+    np.testing.assert_allclose(feats, ranking.query_feats, atol=1e-5)
+    default = rank_gallery(model.network, full_shards, model.transform.size, torch.device("cpu"))
+    assert not np.allclose(feats, default.query_feats, atol=1e-3)  # the statistics matter
+
+
 def test_one_triplet_from_paths_pil_or_arrays(stmi: tuple[ReidModel, list[str]], full_shards: Path, tmp_path) -> None:
     model, _ = stmi
     row = _rows(full_shards, "query")[0]

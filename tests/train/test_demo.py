@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from reidtrain.cli import app
+from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
 from reidtrain.models.demo import (
     EXPERT_NAMES,
@@ -227,6 +228,75 @@ def test_demo_switches_follow_table5() -> None:
     with pytest.raises(ValueError, match="needs hdm"):
         tiny_demo(hdm=False, atmoe=True)
     assert tiny_demo(heads=8).atmoe.heads == 8  # Table 6
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)  # CLIP's QuickGELU
+
+
+def test_quick_gelu_switch_reaches_pife_and_the_atmoe_reduction_and_experts() -> None:
+    """activation="quick_gelu" (the authors' code): x * sigmoid(1.702 x) wherever Eq. 2, 10 and 14 apply omega."""
+    torch.manual_seed(0)
+    pife = PatchIntegratedExtractor(8, activation="quick_gelu")
+    cls, patches = torch.randn(3, 8), torch.randn(3, 5, 8)
+    x = pife.proj(pife.norm(torch.cat([cls, patches.mean(1)], dim=-1)))
+    torch.testing.assert_close(pife(cls, patches), quick_gelu(x))
+    assert not torch.allclose(pife(cls, patches), F.gelu(x), atol=1e-4)  # the switch really changes f_m
+    torch.manual_seed(5)
+    quick = AttentionTriggeredMoE(8, 7, 2, activation="quick_gelu").eval()
+    torch.manual_seed(5)
+    plain = AttentionTriggeredMoE(8, 7, 2).eval()
+    decoupled = torch.randn(4, 7, 8)
+    lin, bn = quick.reduce[0], quick.reduce[2]
+    r = quick_gelu(decoupled.reshape(4, 56) @ lin.weight.t() + lin.bias)
+    dq = (r - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias  # Eq. 10, eval BN
+    q = (dq @ quick.query.weight.t()).view(4, 2, 1, 4)
+    k = (decoupled @ quick.key.weight.t()).view(4, 7, 2, 4).transpose(1, 2)
+    alpha = ((q @ k.transpose(-2, -1)).squeeze(2) / 2.0).softmax(-1)  # (B, H, 7), sqrt(c) = 2
+    torch.testing.assert_close(quick.gates(decoupled), alpha)
+    chunks = decoupled.view(4, 7, 2, 4)
+    experts = quick_gelu(torch.einsum("behi,ehoi->beho", chunks, quick.expert_weight) + quick.expert_bias)
+    norm = quick.expert_norm
+    experts = (experts.reshape(4, 56) - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+    expected = experts.view(4, 7, 2, 4) * alpha.transpose(1, 2).unsqueeze(-1)  # Eqs. 14-15
+    torch.testing.assert_close(quick(decoupled)[0], expected.flatten(1))
+    assert not torch.allclose(quick(decoupled)[0], plain(decoupled)[0], atol=1e-4)
+
+
+def test_per_modality_supervision_adds_one_bnneck_and_loss_per_modality() -> None:
+    """The authors' vehicle configs (DIRECT: 0): f_R, f_N, f_T each through its own BNNeck, each with CE + triplet."""
+    concat = tiny_demo()
+    assert hasattr(concat, "modality_neck") and not hasattr(concat, "modality_necks")  # default: keys unchanged
+    model = tiny_demo(modality_supervision="per_modality").train()
+    keys = set(model.state_dict())
+    assert not any(k.startswith("modality_neck.") for k in keys)
+    assert {f"modality_necks.{i}.classifier.weight" for i in range(3)} <= keys
+    images, labels = torch.randn(6, 3, 3, *IMAGE), torch.tensor([0, 0, 1, 1, 2, 2])
+    out = model(images)
+    f_cat = model.modality_features(images)[0]  # (B, 3, C), recomputed (the tiny encoder has no dropout)
+    assert [f.shape for f in out["features"]] == [(6, TINY_C)] * 3 + [(6, 7 * TINY_C)]
+    assert [x.shape for x in out["logits"]] == [(6, 5)] * 4
+    for i in range(3):
+        neck = model.modality_necks[i]
+        torch.testing.assert_close(out["logits"][i], neck.classifier(neck.bottleneck(out["features"][i])))
+    torch.testing.assert_close(torch.stack(out["features"][:3], dim=1), f_cat)
+
+    def ce(logits: torch.Tensor) -> torch.Tensor:  # label-smoothed CE, eps 0.1, by torch's own implementation
+        return F.cross_entropy(logits, labels, label_smoothing=0.1)
+
+    def triplet(f: torch.Tensor) -> torch.Tensor:  # batch-hard soft margin, written out
+        d = torch.cdist(f, f)
+        same = labels[:, None] == labels[None, :]
+        return F.softplus(d.masked_fill(~same, -1).amax(1) - d.masked_fill(same, 1e9).amin(1)).mean()
+
+    expected = sum(0.25 * ce(x) + triplet(f) for x, f in zip(out["logits"], out["features"], strict=True))
+    total, _ = ReIDObjective(5, {"id": 0.25, "triplet": 1.0})(out, labels)
+    torch.testing.assert_close(total, expected, atol=1e-4, rtol=1e-4)  # four (neck, loss) pairs: 3 modalities + f
+    model.eval()
+    out = model(images)
+    torch.testing.assert_close(out["retrieval"], torch.cat(out["features"], dim=1))  # [f_R, f_N, f_T, f] as before
+    with pytest.raises(ValueError, match="modality_supervision"):
+        tiny_demo(modality_supervision="direct")
 
 
 def test_demo_missing_modalities_are_zeroed_before_the_backbone() -> None:

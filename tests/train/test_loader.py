@@ -15,32 +15,51 @@ from reidprep.shards.build import build_shards
 from reidprep.synth import generate_dataset
 from reidschemas.config import ShardsConfig
 from reidschemas.shards import decode_image
-from reidtrain.data.augment import TrainTransform
+from reidtrain.data.augment import TrainTransform, train_transform
 from reidtrain.data.decode import decode_images
 from reidtrain.data.loader import SeededBatches, auto_workers, train_loader
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import ShardDataset
+from reidtrain.recipes import parse_recipe
 
 INPUTS = ("token_mask", "captions")
 COLUMNS = ("rgb", "nir", "tir", "mask", "caption_rgb", "caption_nir", "caption_tir", "caption_fused")
+# The recipe input options of the DeMo / MambaPro recipes: 0.5 statistics, pixel-noise erasing, per-modality geometry.
+AUTHORS = {
+    "pixel_mean": [0.5] * 3,
+    "pixel_std": [0.5] * 3,
+    "augment": {"erase_fill": "noise", "geometry": "per_modality"},
+}
+RECIPES = {"default": {}, "authors' options": AUTHORS}
 
 
-def _batches(shards: Path, workers: int, decode_on: str = "workers", epoch: int = 0) -> list[dict]:
+def _transform(recipe: dict) -> TrainTransform:
+    """The trainer's transform (``train_transform``) for a recipe at 256x128 with pad 10 and erasing 0.5."""
+    augment = {"pad": 10, "erase_p": 0.5, **recipe.get("augment", {})}
+    return train_transform(parse_recipe({"image_size": [256, 128], **recipe, "augment": augment}))
+
+
+def _batches(
+    shards: Path, workers: int, decode_on: str = "workers", epoch: int = 0, recipe: dict | None = None
+) -> list[dict]:
     dataset = ShardDataset(shards, "train", columns=COLUMNS)
     sampler = PKSampler(dataset.pids, 2, 2, seed=3)
     sampler.set_epoch(epoch)
-    transform = TrainTransform(size=(256, 128), pad=10, erase_p=0.5)
+    transform = _transform(recipe or {})
     loader = train_loader(
         dataset, transform, dataset.label_map(), INPUTS, sampler, torch.device("cpu"), workers, decode_on
     )
     return list(loader)
 
 
+@pytest.mark.parametrize("recipe", RECIPES.values(), ids=RECIPES.keys())
 @pytest.mark.parametrize("decode_on", ["workers", "device"])
-def test_batches_equal_the_per_sample_transform_with_the_same_seeds(full_shards: Path, decode_on: str) -> None:
+def test_batches_equal_the_per_sample_transform_with_the_same_seeds(
+    full_shards: Path, decode_on: str, recipe: dict
+) -> None:
     dataset = ShardDataset(full_shards, "train", columns=COLUMNS)
     sampler = PKSampler(dataset.pids, 2, 2, seed=3)
-    transform = TrainTransform(size=(256, 128), pad=10, erase_p=0.5)
+    transform = _transform(recipe)
     labels = dataset.label_map()
     batches = list(train_loader(dataset, transform, labels, INPUTS, sampler, torch.device("cpu"), 0, decode_on))
     pairs = list(SeededBatches(sampler))
@@ -57,11 +76,12 @@ def test_batches_equal_the_per_sample_transform_with_the_same_seeds(full_shards:
         assert batch["captions"]["fused"] == [dataset[i]["captions"]["fused"] or "" for i, _ in keys]
 
 
-def test_augmentation_does_not_depend_on_the_workers_and_changes_per_epoch(full_shards: Path) -> None:
-    inline, two = _batches(full_shards, 0), _batches(full_shards, 2)
+@pytest.mark.parametrize("recipe", RECIPES.values(), ids=RECIPES.keys())
+def test_augmentation_does_not_depend_on_the_workers_and_changes_per_epoch(full_shards: Path, recipe: dict) -> None:
+    inline, two = _batches(full_shards, 0, recipe=recipe), _batches(full_shards, 2, recipe=recipe)
     for a, b in zip(inline, two, strict=True):
         assert torch.equal(a["images"], b["images"]) and torch.equal(a["token_mask"], b["token_mask"])
-    later = _batches(full_shards, 0, epoch=1)
+    later = _batches(full_shards, 0, epoch=1, recipe=recipe)
     assert not all(torch.equal(a["draws"], b["draws"]) for a, b in zip(inline, later, strict=False))
 
 

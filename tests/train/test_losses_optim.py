@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from reidtrain.losses import CrossEntropyLabelSmooth, ReIDObjective, TripletLoss
-from reidtrain.optim import WarmupCosine, make_optimizer, param_groups
+from reidtrain.optim import WarmupCosine, make_optimizer, param_groups, scheduler_for
 from reidtrain.recipes import RecipeError, TrainRecipe, list_recipes, load_recipe, parse_recipe
 
 # ---------------------------------------------------------------- losses
@@ -189,6 +189,51 @@ def test_scheduler_state_round_trip():
         WarmupCosine(opt, warmup_epochs=10, max_epochs=10)
 
 
+@pytest.mark.parametrize(
+    ("warmup_init", "noise"),
+    [(0.1, (0, 50)), (0.01, None)],  # DeMo's solver/scheduler_factory.py; MambaPro's (0.01 x BASE_LR, no noise)
+)
+def test_timm_cosine_is_the_authors_timm_scheduler(warmup_init: float, noise: tuple[int, int] | None) -> None:
+    """Oracle: timm's own CosineLRScheduler built as the authors' scheduler_factory builds it, stepped with the
+    1-based epoch before each epoch as their processor does; our scheduler is stepped after each epoch."""
+    from timm.scheduler.cosine_lr import CosineLRScheduler
+
+    base_lr, epochs, warmup = 3.5e-4, 50, 10
+    torch.manual_seed(0)
+    ours_opt = make_optimizer("adam", param_groups(_Toy(), base_lr, 5e-6, 1e-4))
+    theirs_opt = make_optimizer("adam", param_groups(_Toy(), base_lr, 5e-6, 1e-4))
+    ours = WarmupCosine(
+        ours_opt, warmup, epochs, warmup_init, 0.001, shape="timm_cosine", anchor_lr=base_lr,
+        noise_pct=0.67 if noise else 0.0, noise_seed=42,
+    )  # fmt: skip
+    theirs = CosineLRScheduler(
+        theirs_opt, t_initial=epochs, lr_min=0.001 * base_lr, cycle_mul=1.0, cycle_decay=0.1,  # t_mul, decay_rate
+        warmup_lr_init=warmup_init * base_lr, warmup_t=warmup, cycle_limit=1, t_in_epochs=True,
+        noise_range_t=noise, noise_pct=0.67, noise_std=1.0, noise_seed=42,
+    )  # fmt: skip
+    backbone_lrs = []
+    for epoch in range(1, epochs + 1):
+        theirs.step(epoch)
+        expected = [group["lr"] for group in theirs_opt.param_groups]
+        assert ours.get_last_lr() == pytest.approx(expected, rel=1e-12), epoch
+        backbone_lrs.append(ours.get_last_lr()[0])
+        ours.step()
+    # the absolute warmup start: the 5e-6 backbone group starts ABOVE its lr (0.1 x 3.5e-4) and warms down to it
+    assert (backbone_lrs[0] > 5e-6) == (warmup_init * base_lr > 5e-6)
+    noisy = WarmupCosine(ours_opt, warmup, epochs, shape="timm_cosine", noise_pct=0.67)
+    assert noisy.noise(epochs) == 0.0 and noisy.noise(1) != 0.0 and abs(noisy.noise(7)) < 0.67
+
+
+def test_scheduler_for_reads_the_recipe() -> None:
+    recipe = parse_recipe(
+        {"schedule": "timm_cosine", "schedule_anchor": "base_lr", "lr_noise": 0.67, "base_lr": 1e-3, "epochs": 20}
+    )
+    sched = scheduler_for(make_optimizer("adam", param_groups(_Toy(), 1e-3, 1e-5, 0.0)), recipe)
+    assert (sched.shape, sched.anchor_lr, sched.noise_pct, sched.noise_seed) == ("timm_cosine", 1e-3, 0.67, 42)
+    default = scheduler_for(make_optimizer("adam", param_groups(_Toy(), 1e-3, 1e-5, 0.0)), parse_recipe({}))
+    assert (default.shape, default.anchor_lr, default.noise_pct) == ("warmup_cosine", None, 0.0)  # today's behaviour
+
+
 # ---------------------------------------------------------------- recipes
 
 
@@ -221,6 +266,58 @@ def test_recipe_values_follow_the_papers():
     assert stmi.base_lr * stmi.eta_min_factor == pytest.approx(3.5e-7)
     assert load_recipe("stmi-rgbnt100").batch_size == 128 and load_recipe("stmi-msvr310").image_size == (128, 256)
     assert load_recipe("next-vehicle").image_size == (128, 256)
+
+
+AUTHORS_RECIPES = [f"{model}-{ds}" for model in ("demo", "mambapro") for ds in ("rgbnt201", "rgbnt100", "msvr310")]
+SOURCES = ("paper", "config", "defaults", "code", "ASSUMED")
+
+
+@pytest.mark.parametrize("name", AUTHORS_RECIPES)
+def test_authors_recipes_cite_a_source_for_every_key(name: str) -> None:
+    """Every value of the DeMo / MambaPro dataset recipes says where it comes from (issue 18), and every recipe
+    field is written out, so nothing falls back to a default silently."""
+    from reidschemas.resources import read_text
+
+    text = read_text(f"recipes/{name}.yaml")
+    keys = []
+    for line in text.splitlines():
+        match = re.match(r"^(\s*)([a-z_]+):\s*(.*)$", line)
+        if match is None or match.group(2) in ("description", "model") or not match.group(3):
+            continue  # comments, the description, the model name and section headers
+        keys.append(match.group(2))
+        comment = match.group(3).partition("#")[2]
+        assert any(source in comment for source in SOURCES), f"{name}: {line.strip()!r} cites no source"
+    fields = set(TrainRecipe.model_fields) - {"description", "model", "augment", "model_options"}
+    assert fields <= set(keys), f"{name} leaves {sorted(fields - set(keys))} at their defaults"
+
+
+def test_authors_recipes_hold_the_authors_values() -> None:
+    for name in AUTHORS_RECIPES:
+        recipe = load_recipe(name)
+        assert recipe.loss_weights == {"id": 0.25, "triplet": 1.0} and recipe.pixel_mean == (0.5, 0.5, 0.5), name
+        assert (recipe.schedule, recipe.schedule_anchor) == ("timm_cosine", "base_lr"), name
+        assert (recipe.augment.erase_fill, recipe.augment.geometry) == ("noise", "per_modality"), name
+        assert recipe.model_options["activation"] == "quick_gelu", name
+        vehicle = "rgbnt201" not in name
+        supervision = recipe.model_options.get("modality_supervision", recipe.model_options.get("cls_supervision"))
+        assert supervision == ("per_modality" if vehicle else "concat"), name  # DIRECT 0 on vehicles only
+    demo100, demo310 = load_recipe("demo-rgbnt100"), load_recipe("demo-msvr310")
+    assert (demo100.epochs, demo100.warmup_epochs, demo310.ids_per_batch, demo310.instances_per_id) == (30, 5, 16, 4)
+    assert load_recipe("demo-rgbnt201").lr_noise == 0.67
+    mambapro = load_recipe("mambapro-rgbnt201")
+    assert (mambapro.warmup_factor, mambapro.lr_noise, mambapro.epochs) == (0.01, 0.0, 60)
+    assert mambapro.model_options["prompt_init"] == "zeros" and mambapro.model_options["prompt_identity_paths"]
+
+
+def test_vehicle_recipes_do_not_pad_small_identities() -> None:
+    """MSVR310 (~6.7 images per id) and WMVEID863 (~5.8): K above that repeats images of every identity; only STMI
+    keeps its paper's K=8 (noted in its recipe)."""
+    for name in list_recipes():
+        recipe = load_recipe(name)
+        if ("msvr310" in name or "wmveid863" in name) and name != "stmi-msvr310":
+            assert recipe.instances_per_id <= 6, name
+        if recipe.model_options.get("object_word") == "vehicle" or "vehicle" in recipe.description:
+            assert recipe.image_size[0] < recipe.image_size[1], name  # landscape, as fit's orientation check wants
 
 
 def test_unknown_recipe_lists_available_names():
@@ -266,3 +363,18 @@ def test_every_shipped_recipe_names_a_registered_model_whose_builder_takes_its_o
         assert raw["model"] in list_models() and name.startswith(raw["model"]), name
         assert raw["backbone"] == ("tiny" if "demo" in name.removeprefix("demo-") else "ViT-B-16-quickgelu"), name
         check_model_options(raw["model"], raw.get("model_options") or {})
+
+
+def test_a_run_recorded_before_the_new_recipe_keys_still_compares_equal() -> None:
+    """Resuming compares config.json's recipe with the resolved one: keys added later (normalisation, erasing fill,
+    geometry, schedule shape, anchor, lr noise) read as their defaults, which are the behaviour before them."""
+    from reidtrain.trainer import _config_diff
+
+    recipe = parse_recipe({"model": "demo", "epochs": 3, "warmup_epochs": 1}).model_dump(mode="json")
+    old = dict(recipe)
+    for key in ("pixel_mean", "pixel_std", "schedule_anchor", "lr_noise", "lr_noise_seed"):
+        del old[key]
+    old["augment"] = {k: v for k, v in recipe["augment"].items() if k not in ("erase_fill", "geometry")}
+    assert _config_diff({"recipe": old}, {"recipe": recipe}) == []
+    changed = {**recipe, "augment": {**recipe["augment"], "geometry": "per_modality"}}
+    assert _config_diff({"recipe": old}, {"recipe": changed}) == ["recipe"]  # a real change is still refused

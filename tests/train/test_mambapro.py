@@ -107,7 +107,7 @@ def test_all_switches_off_is_the_plain_clip_encoder() -> None:
 
 def test_prompted_encoder_follows_eqs_5_to_9() -> None:
     """Recompute the 2-layer prompted encoder with open_clip's own block forward (PFA off) and SIE by hand."""
-    model = tiny_mambapro(pfa=False, ma=False, num_cameras=3).eval()
+    model = tiny_mambapro(pfa=False, ma=False, num_cameras=3, prompt_identity_paths=False).eval()
     srp, encoder = model.srp, model.encoder
     images, camids = torch.randn(2, 3, 3, *SIZE), torch.tensor([2, 0])
     per_modality = []
@@ -172,7 +172,7 @@ def test_pfa_is_parallel_to_the_ffn_eq_3() -> None:
 
 def test_srp_prompt_transfer_and_residual_follow_eqs_6_and_8() -> None:
     torch.manual_seed(0)
-    srp = SynergisticResidualPrompt(width=16, num_layers=3, num_prompts=2)
+    srp = SynergisticResidualPrompt(width=16, num_layers=3, num_prompts=2, identity_paths=False)  # as printed
     gelu = torch.nn.functional.gelu
 
     def mlp(block, p):  # xi(delta(xi(p)))
@@ -207,15 +207,48 @@ def test_srp_modes_and_the_authors_identity_paths() -> None:
     synergistic = SynergisticResidualPrompt(16, 3, 2, mode="synergistic")
     assert len(synergistic.residual) == 0 and synergistic.fuse(torch.randn(3, 2, 6, 16)) is None
     torch.manual_seed(1)
-    plain = SynergisticResidualPrompt(16, 3, 2)
+    plain = SynergisticResidualPrompt(16, 3, 2, identity_paths=False)
     torch.manual_seed(1)
-    identity = SynergisticResidualPrompt(16, 3, 2, identity_paths=True)
+    identity = SynergisticResidualPrompt(16, 3, 2)  # the authors' identity terms are the default
     fused = torch.randn(3, 2, 2, 16)
     diff = identity.layer_prompts(1, 2, fused) - plain.layer_prompts(1, 2, fused)
     torch.testing.assert_close(diff[0, :, 0:2], fused[0])  # p + RP(p_hat) + p_hat
     torch.testing.assert_close(diff[0, :, 2:4], plain.prompts[1, 1].expand(2, -1, -1))  # p + T(p)
     late = SynergisticResidualPrompt(16, 3, 2, start_layer=1)
     assert not late.prompted(0) and late.prompted(2) and late.prompts.shape[0] == 2
+
+
+def test_identity_paths_are_on_by_default_and_change_f_ma() -> None:
+    model = tiny_mambapro().eval()
+    assert model.srp is not None and model.srp.identity_paths
+    printed = tiny_mambapro(prompt_identity_paths=False).eval()
+    printed.load_state_dict(model.state_dict())  # the same weights: the switch adds no parameter
+    images = torch.randn(2, 3, 3, *SIZE)
+    assert not torch.allclose(model(images)["retrieval"], printed(images)["retrieval"], atol=1e-3)  # f_ma
+
+
+def test_prompts_start_at_zero_as_the_authors_code_on_request() -> None:
+    zeros = tiny_mambapro(prompt_init="zeros")
+    assert zeros.srp is not None and torch.count_nonzero(zeros.srp.prompts) == 0
+    random = tiny_mambapro()
+    assert random.srp is not None and 0.01 < float(random.srp.prompts.detach().std()) < 0.03  # trunc_normal(0.02)
+    with pytest.raises(ValueError, match="prompt init"):
+        tiny_mambapro(prompt_init="ones")
+
+
+def test_quick_gelu_switch_reaches_the_pfa_and_the_prompt_blocks() -> None:
+    model = tiny_mambapro(activation="quick_gelu")
+    assert model.pfa is not None and model.srp is not None
+    x = 10 * torch.randn(2, 5, TINY_WIDTH)  # hidden values of order 1, where QuickGELU and GELU part
+    for block, (first, second) in [
+        (model.pfa[0], ("up", "down")),
+        (model.srp.transfer[0][1], ("fc1", "fc2")),
+        (model.srp.residual[0], ("fc1", "fc2")),
+    ]:
+        hidden = getattr(block, first)(x)
+        expected = getattr(block, second)(hidden * torch.sigmoid(1.702 * hidden))  # QuickGELU
+        torch.testing.assert_close(block(x), expected)
+        assert not torch.allclose(block(x), getattr(block, second)(torch.nn.functional.gelu(hidden)), atol=1e-6)
 
 
 # --- MA -------------------------------------------------------------------------------------------------------------

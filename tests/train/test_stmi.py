@@ -15,7 +15,7 @@ from reidtrain.cli import app
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
 from reidtrain.models.layers.clip import build_clip
-from reidtrain.models.layers.hypergraph import HypergraphConv, HypergraphFusion, similarity_incidence
+from reidtrain.models.layers.hypergraph import HypergraphConv, HypergraphFusion, incidence_density, similarity_incidence
 from reidtrain.models.stmi import (
     STMI,
     CrossModalMLP,
@@ -278,6 +278,23 @@ def test_incidence_of_a_known_similarity_matrix() -> None:
     assert torch.equal(similarity_incidence(nodes, tau=0.99)[0], torch.eye(4))
 
 
+def test_incidence_density_counts_the_node_pairs_sharing_a_hyperedge() -> None:
+    nodes = _nodes_with_cosines([0.0, 30.0, 80.0, 180.0])
+    # tau 0.5: pairs (0,1) and (1,2) in both directions = 4 of the 12 ordered pairs
+    torch.testing.assert_close(incidence_density(similarity_incidence(nodes, tau=0.5)), torch.tensor([4 / 12]))
+    assert float(incidence_density(similarity_incidence(nodes, tau=-1.0))) == 1.0  # one hyperedge: CHI averages
+    assert float(incidence_density(similarity_incidence(nodes, tau=0.99))) == 0.0
+    conv = HypergraphConv(2, 4, tau=0.5)
+    conv.train()
+    conv(nodes)
+    conv(torch.cat([nodes, nodes]))  # three samples, each 4/12
+    assert conv.pop_epoch_stats() == pytest.approx({"density": 4 / 12})
+    assert conv.pop_epoch_stats() == {}  # reset after reading
+    conv.eval()
+    conv(nodes)
+    assert conv.pop_epoch_stats() == {}  # evaluation is not counted
+
+
 def test_hypergraph_conv_matches_bai_et_al_matrix_form() -> None:
     torch.manual_seed(8)
     conv = HypergraphConv(TINY_D, num_nodes=6, tau=0.2)
@@ -481,6 +498,7 @@ def test_fit_one_epoch_then_eval_with_a_missing_modality(full_shards: Path, tmp_
     assert result.exit_code == 0, result.output
     (line,) = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert line["epoch"] == 1 and math.isfinite(line["loss"]) and 0.0 <= line["mAP"] <= 1.0
+    assert 0.0 <= line["chi_density"] <= 1.0  # CHI's incidence density is logged per epoch
     assert json.loads((run / "config.json").read_text())["model"] == "stmi"
     result = runner.invoke(app, ["eval", "--run", str(run), "--missing", "rgb"])
     assert result.exit_code == 0, result.output

@@ -29,6 +29,7 @@ from torch import nn
 
 from reidtrain.batch import CAPTION_KEYS, MODALITY_COLUMNS, model_caption_keys, model_inputs
 from reidtrain.data.augment import EvalTransform
+from reidtrain.data.normalize import CLIP_MEAN, CLIP_STD
 from reidtrain.data.shards import INDEX_NAME, ShardDataset, ShardIndex
 from reidtrain.evaluate import embed_batch, load_checkpoint
 
@@ -306,7 +307,11 @@ def load(
         checkpoint=path,
         epoch=state.get("epoch"),
         device=dev,
-        transform=EvalTransform(size=tuple(recipe["image_size"])),  # as reidtrain eval (evaluate.rank_gallery)
+        transform=EvalTransform(  # as reidtrain eval (evaluate.rank_gallery), with the recipe's normalisation
+            size=tuple(recipe["image_size"]),
+            mean=recipe.get("pixel_mean", CLIP_MEAN),
+            std=recipe.get("pixel_std", CLIP_STD),
+        ),
         inputs=model_inputs(network),
         caption_keys=model_caption_keys(network),
         camera_ids=camera_ids,

@@ -291,6 +291,7 @@ def fit(
     """
     from reidschemas.overrides import parse_assignments
     from reidtrain.distributed import dist_env
+    from reidtrain.trainer import FitInterrupted
     from reidtrain.trainer import fit as run_fit
 
     given = {
@@ -315,7 +316,11 @@ def fit(
         train, root = _train_config(config, workdir, given)
         train = train.model_copy(update={"set": {**train.set, **overrides}})
         echo = lambda line: out.print(line, highlight=False, soft_wrap=True)  # noqa: E731
-        summary = run_fit(train, root, resume=resume, progress=progress, echo=echo)
+        try:
+            summary = run_fit(train, root, resume=resume, progress=progress, echo=echo)
+        except FitInterrupted as stopped:  # Ctrl-C: where it stopped and how to go on; 130 as for SIGINT
+            err.print(f"{stopped}", highlight=False, soft_wrap=True, markup=False)
+            raise typer.Exit(130) from None
     if dist_env().is_main:
         out.print(str(summary), highlight=False, soft_wrap=True)
 
@@ -355,6 +360,7 @@ def eval_(
             "--save-features",
             help="Also write each checkpoint's query and gallery features (L2-normalised, with sample ids, pids, "
             "camids, sceneids) to RUN/features-<last|best>[-missing-...].parquet.",
+            show_default="off",
         ),
     ] = False,
     save_distances: Annotated[
@@ -363,8 +369,12 @@ def eval_(
             "--save-distances",
             help="Also write each checkpoint's query x gallery distances with ids and protocol to "
             "RUN/dist-<last|best>[-missing-...].npz, which `reidtrain rank` scores.",
+            show_default="off",
         ),
     ] = False,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bars of feature extraction.", show_default="when stderr is a terminal")
+    ] = None,
 ) -> None:
     """Evaluate a run on query/gallery: mAP, R1, R5, R10, mINP per checkpoint, as a table and RUN/eval*.json.
 
@@ -390,12 +400,12 @@ def eval_(
         if every_setting and (save_features or save_distances):
             raise ValueError("--save-features/--save-distances save one setting: pass --missing none, one or two")
         if every_setting:
-            result = evaluate_missing_all(run, checkpoint, shards, train.device, train.workers or 0)
+            result = evaluate_missing_all(run, checkpoint, shards, train.device, train.workers or 0, progress=progress)
         else:
-            saving = {"save_features": save_features, "save_distances": save_distances}
             result = evaluate_run(
-                run, checkpoint, absent, shards, train.device, train.workers or 0, rank_list, top_k, **saving
-            )
+                run, checkpoint, absent, shards, train.device, train.workers or 0, rank_list, top_k,
+                save_features=save_features, save_distances=save_distances, progress=progress,
+            )  # fmt: skip
     from reidschemas import describe_protocol
 
     what = (
@@ -472,6 +482,116 @@ def embed(
     rows = ", ".join(f"{name} {count}" for name, count in result.rows.items())
     dim = result.table.schema.field("feature").type.list_size
     out.print(f"features: {out_file} ({rows} rows, {dim} dimensions, L2-normalised)", highlight=False, soft_wrap=True)
+
+
+@app.command("import-checkpoint")
+def import_checkpoint(
+    file: Annotated[Path, typer.Argument(help="The authors' released checkpoint (their model.state_dict()).")],
+    format_: Annotated[str, typer.Option("--format", help="Whose checkpoint: demo or mambapro.")],
+    output: Annotated[Path, typer.Option(help="Run folder to write: config.json and last.pt.")],
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="rgbnt201, rgbnt100 or msvr310: picks the recipe FORMAT-DATASET and the authors' camera numbering.",
+            show_default="from --recipe's name or the shards",
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Recipe (shipped name or YAML file) whose model settings match the checkpoint's.",
+            show_default="FORMAT-DATASET",
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe key: KEY=VALUE, as fit --set; repeatable.", show_default="none"),
+    ] = None,
+    shards: Annotated[
+        Path | None,
+        typer.Option(
+            help="Shards to evaluate on: their cameras must be numbered as the file's; eval's default shards.",
+            show_default="none (eval then needs --shards)",
+        ),
+    ] = None,
+    cameras: Annotated[
+        int | None,
+        typer.Option(help="Expected camera count (checked against the file).", show_default="the file's"),
+    ] = None,
+) -> None:
+    """Import the DeMo or MambaPro authors' released weights as a run folder that `reidtrain eval --run` scores.
+
+    Their parameter names are mapped onto our model built by the recipe (default FORMAT-DATASET: the authors'
+    settings); a file that does not fit is refused (exit 2) naming the keys not placed, the keys left empty and the
+    shape mismatches.
+    """
+    from reidschemas.overrides import parse_assignments
+    from reidtrain.importers import import_checkpoint as run_import
+
+    echo = lambda line: out.print(line, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
+    with _errors():
+        summary = run_import(
+            file, format_, output, dataset, recipe, parse_assignments(set_ or []), shards, cameras, echo=echo
+        )
+    echo(
+        f"imported {summary.placed} tensors into {summary.run} ({summary.num_classes} classes, {summary.num_cameras} "
+        f"cameras); score it with: reidtrain eval --run {summary.run}" + ("" if shards else " --shards SHARDS")
+    )
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `reidtrain fit`.")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Where to write.", show_default="RUN/report.html")
+    ] = None,
+) -> None:
+    """Write a self-contained HTML page about a run: curves, last/best and eval results, rank lists, config."""
+    from reidtrain.report import write_run_report
+
+    try:
+        path = write_run_report(run, out_file)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(exc) from None
+    out.print(f"report: {path}", highlight=False)
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.", show_default="off")] = False,
+) -> None:
+    """List the training runs in WORKDIR/train: model, recipe, epochs done, state, last and best test mAP."""
+    import json
+
+    from rich.table import Table
+
+    from reidtrain.runs import list_runs
+
+    try:
+        _, root = _train_config(config, workdir, {})
+        if root is None:
+            raise ValueError("pass --workdir W or --config pipeline.yaml (runs are listed from W/train)")
+        runs = list_runs(root)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(exc) from None
+    if as_json:
+        out.print_json(json.dumps([r.to_dict() for r in runs]))
+        return
+    table = Table(title=f"training runs in {root / 'train'}")
+    for column in ("run", "model", "recipe", "epochs", "state", "last mAP", "best mAP"):
+        table.add_column(column, justify="right" if "mAP" in column or column == "epochs" else "left")
+    for r in runs:
+        epochs = f"{r.done}/{r.target if r.target is not None else '?'}"
+        epochs += f" of {r.total}" if r.total is not None and r.total != r.target else ""
+        state = r.state + (f" (pid {r.holder.get('pid')})" if r.holder else "") + (f"; {r.note}" if r.note else "")
+        best = "" if r.best_map is None else f"{100 * r.best_map:.2f} (epoch {r.best_epoch}, on {r.best_on})"
+        last = "" if r.last_map is None else f"{100 * r.last_map:.2f}"
+        table.add_row(r.run.name, r.model or "?", r.recipe or "?", epochs, state, last, best)
+    out.print(table)
+    if not runs:
+        out.print(f"no run folders in {root / 'train'}", highlight=False)
 
 
 def main() -> None:

@@ -24,9 +24,11 @@ from reidtrain.atomic import read_checkpoint, read_json
 from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import EvalTransform
 from reidtrain.data.items import ShardItems
+from reidtrain.data.normalize import CLIP_MEAN, CLIP_STD
 from reidtrain.data.shards import INDEX_NAME, LabelMap, ShardDataset, ShardIndex
 from reidtrain.metrics import evaluate_rank, expected_random_map
 from reidtrain.models import create_model
+from reidtrain.progress import progress_bar
 
 __all__ = [
     "EvalResult",
@@ -76,16 +78,22 @@ def extract_features(
     missing: Sequence[str] = (),
     batch_size: int = 64,
     num_workers: int = 0,
+    progress: bool | None = False,
+    desc: str = "features",
 ) -> dict[str, np.ndarray]:
-    """``feats`` (N, D) float32 L2-normalised, and ``pids``, ``camids``, ``sceneids`` (N,) int64."""
+    """``feats`` (N, D) float32 L2-normalised, and ``pids``, ``camids``, ``sceneids`` (N,) int64.
+
+    ``progress``: a bar over the batches (None: only on a terminal)."""
     model.eval()
     loader = DataLoader(items, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     feats, pids, camids, scenes = [], [], [], []
-    for batch in loader:
-        feats.append(embed_batch(model, batch, items.inputs, device, missing))  # (B, D)
-        pids.append(batch["pid"])
-        camids.append(batch["camid"])
-        scenes.append(batch["sceneid"])
+    with progress_bar(len(loader), desc, progress) as bar:
+        for batch in loader:
+            feats.append(embed_batch(model, batch, items.inputs, device, missing))  # (B, D)
+            pids.append(batch["pid"])
+            camids.append(batch["camid"])
+            scenes.append(batch["sceneid"])
+            bar.update()
     cat = lambda parts: torch.cat(parts).numpy()  # noqa: E731
     return {"feats": cat(feats), "pids": cat(pids), "camids": cat(camids), "sceneids": cat(scenes)}
 
@@ -179,6 +187,9 @@ def rank_gallery(
     *,
     query: ShardDataset | None = None,
     gallery: ShardDataset | None = None,
+    pixel_stats: tuple[Sequence[float], Sequence[float]] = (CLIP_MEAN, CLIP_STD),
+    progress: bool | None = False,
+    desc: str = "",
 ) -> Ranking:
     """Features of every query and gallery row of ``shards_dir`` (model left in eval mode) and their distances.
 
@@ -186,6 +197,8 @@ def rank_gallery(
     Raises ValueError when its ``dataset.json`` records no protocol (before any feature is computed).
     ``query`` / ``gallery``: other rows of the same shard set to rank instead of its query and gallery splits (the
     trainer's validation split, ``reidtrain.data.valsplit``); they must carry the model's input columns.
+    ``pixel_stats``: the (mean, std) the model was trained with (the recipe's ``pixel_mean`` / ``pixel_std``).
+    ``progress`` shows a bar per split (None: only on a terminal), named ``desc query`` / ``desc gallery``.
     """
     inputs = model_inputs(model)
     columns = shard_columns(inputs)
@@ -196,10 +209,15 @@ def rank_gallery(
         gallery = ShardDataset(shards_dir, "gallery", columns=columns, index=query.index)
     protocol, dataset = evaluation_protocol(query.index)
     labels = labels if labels is not None else query.label_map()
-    transform = EvalTransform(size=image_size)
+    transform = EvalTransform(size=image_size, mean=pixel_stats[0], std=pixel_stats[1])
     q_items, g_items = ShardItems(query, transform, labels, inputs), ShardItems(gallery, transform, labels, inputs)
-    q = extract_features(model, q_items, device, missing, num_workers=num_workers)
-    g = extract_features(model, g_items, device, missing, num_workers=num_workers)
+    prefix = f"{desc} " if desc else ""
+    q = extract_features(
+        model, q_items, device, missing, num_workers=num_workers, progress=progress, desc=f"{prefix}query"
+    )
+    g = extract_features(
+        model, g_items, device, missing, num_workers=num_workers, progress=progress, desc=f"{prefix}gallery"
+    )
     q_feats, g_feats = q.pop("feats"), g.pop("feats")  # (n_q, D), (n_g, D)
     qf, gf = torch.from_numpy(q_feats).double(), torch.from_numpy(g_feats).double()
     distmat = (2.0 - 2.0 * qf @ gf.T).clamp_(min=0.0).numpy()  # (n_q, n_g) squared distance of unit vectors

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 from reidschemas.config import is_recipe_path
 from reidschemas.overrides import ConfigError, apply_dotted, decode_utf8, describe, read_mapping
 from reidschemas.resources import data_root, read_text
+from reidtrain.data.normalize import CLIP_MEAN, CLIP_STD
 
 __all__ = [
     "DEFAULT_RECIPE",
@@ -48,9 +49,19 @@ class _Section(BaseModel):
 class AugmentRecipe(_Section):
     """Train-time augmentation (the arguments of ``reidtrain.data.augment``'s transform)."""
 
-    flip_p: float = Field(0.5, ge=0.0, le=1.0, description="horizontal flip probability (shared by the modalities)")
+    flip_p: float = Field(0.5, ge=0.0, le=1.0, description="horizontal flip probability")
     pad: int = Field(10, ge=0, description="zero padding before the random crop back to the image size, pixels")
     erase_p: float = Field(0.5, ge=0.0, le=1.0, description="random erasing probability, drawn per modality")
+    erase_fill: Literal["mean", "noise"] = Field(
+        "mean",
+        description="what an erased box holds: the dataset mean (0 after normalising) or per-pixel standard normal "
+        "noise (timm RandomErasing mode='pixel', the DeMo/MambaPro code)",
+    )
+    geometry: Literal["shared", "per_modality"] = Field(
+        "shared",
+        description="flip and crop drawn once and applied to every modality and the mask (keeps them pixel-aligned), "
+        "or drawn per modality as the DeMo/MambaPro code transforms each image on its own (the mask follows RGB)",
+    )
 
 
 class TrainRecipe(_Section):
@@ -69,16 +80,35 @@ class TrainRecipe(_Section):
     bias_lr_factor: float = Field(2.0, gt=0.0, description="bias lr = its group's lr times this")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum (unused by Adam/AdamW)")
     # schedule (per epoch; reidtrain.optim.WarmupCosine)
-    schedule: Literal["warmup_cosine"] = Field("warmup_cosine", description="lr schedule")
+    schedule: Literal["warmup_cosine", "timm_cosine"] = Field(
+        "warmup_cosine",
+        description="lr schedule shape (reidtrain.optim): warmup then a cosine over the remaining epochs, or the "
+        "authors' timm CosineLRScheduler (1-based epochs, cosine over the whole run)",
+    )
     epochs: int = Field(50, ge=1, description="training epochs")
     warmup_epochs: int = Field(10, ge=0, description="linear warmup epochs")
     warmup_factor: float = Field(0.1, gt=0.0, le=1.0, description="lr factor at the first warmup epoch")
     eta_min_factor: float = Field(0.001, ge=0.0, le=1.0, description="lr factor at the end of the cosine")
+    schedule_anchor: Literal["group_lr", "base_lr"] = Field(
+        "group_lr",
+        description="what warmup_factor and eta_min_factor scale: each group's own lr, or base_lr for every group "
+        "(the authors' absolute warmup_lr_init and lr_min)",
+    )
+    lr_noise: float = Field(
+        0.0, ge=0.0, lt=1.0, description="per-epoch relative lr noise bound (timm noise_pct); 0 = off"
+    )
+    lr_noise_seed: int = Field(42, ge=0, description="seed of the lr noise (timm noise_seed)")
     # sampling (PK batches)
     ids_per_batch: int = Field(8, ge=2, description="P: identities per batch")
     instances_per_id: int = Field(8, ge=1, description="K: samples per identity; batch size = P * K")
     image_size: tuple[PositiveInt, PositiveInt] = Field(
         (256, 128), strict=False, description="(height, width) of every modality"
+    )
+    pixel_mean: tuple[float, float, float] = Field(
+        CLIP_MEAN, strict=False, description="per-channel mean subtracted from [0, 1] images (train and eval)"
+    )
+    pixel_std: tuple[float, float, float] = Field(
+        CLIP_STD, strict=False, description="per-channel std dividing [0, 1] images (train and eval)"
     )
     # losses (reidtrain.losses.ReIDObjective)
     loss_weights: dict[Literal["id", "triplet"], float] = Field(
@@ -111,6 +141,8 @@ class TrainRecipe(_Section):
             raise ValueError(f"image_size must be positive, got {self.image_size}")
         if any(w < 0 for w in self.loss_weights.values()) or not any(self.loss_weights.values()):
             raise ValueError("loss_weights must be >= 0 with at least one > 0")
+        if min(self.pixel_std) <= 0:
+            raise ValueError(f"pixel_std must be > 0, got {self.pixel_std}")
         return self
 
 

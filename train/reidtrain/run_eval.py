@@ -18,6 +18,7 @@ import torch
 
 from reidschemas.config import TrainConfig
 from reidtrain.atomic import atomic_write_text, read_checkpoint
+from reidtrain.data.normalize import CLIP_MEAN, CLIP_STD
 from reidtrain.evaluate import Ranking, load_run_model, rank_gallery, score
 
 __all__ = [
@@ -105,6 +106,7 @@ class _Loaded:
     image_size: tuple[int, int]
     name: str  # "last", "best", or the checkpoint file's stem: names the feature and distance files
     config: dict[str, Any]  # the run's configuration, from the checkpoint
+    pixel_stats: tuple[Sequence[float], Sequence[float]]  # the recipe's (pixel_mean, pixel_std)
 
 
 def _load_checkpoints(run: Path, checkpoint: str, shards: Path | None, device: torch.device) -> Iterator[_Loaded]:
@@ -114,12 +116,15 @@ def _load_checkpoints(run: Path, checkpoint: str, shards: Path | None, device: t
     names = _checkpoints(run, checkpoint)
     for name in names:
         model, config, state = load_run_model(run, name)
+        if shards is None and not config.get("shards"):  # an imported run without --shards records none
+            raise FileNotFoundError(f"{run} records no shards folder: pass --shards")
         shards_dir = Path(shards) if shards is not None else Path(config["shards"])
         if not shards_dir.is_dir():
             raise FileNotFoundError(f"shards folder {shards_dir} does not exist; pass --shards")
         size = tuple(config["recipe"]["image_size"])
+        stats = (config["recipe"].get("pixel_mean", CLIP_MEAN), config["recipe"].get("pixel_std", CLIP_STD))
         label, stem = _label(run, name, checkpoint, names), name if name in ("last", "best") else Path(name).stem
-        yield _Loaded(label, state.get("epoch"), model.to(device), shards_dir, size, stem, config)
+        yield _Loaded(label, state.get("epoch"), model.to(device), shards_dir, size, stem, config, stats)
 
 
 def evaluate_run(
@@ -133,6 +138,7 @@ def evaluate_run(
     top_k: int = 10,
     save_features: bool = False,
     save_distances: bool = False,
+    progress: bool | None = False,
 ) -> RunEval:
     """Evaluate ``run``'s checkpoints ("last", "best", "both" or a file) with ``missing`` modalities zeroed.
 
@@ -146,7 +152,10 @@ def evaluate_run(
     suffix = f"-missing-{'-'.join(missing)}" if missing else ""
     records, drawn, saved = [], None, []
     for loaded in _load_checkpoints(run, checkpoint, shards, dev):
-        ranking = rank_gallery(loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers)
+        ranking = rank_gallery(
+            loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers, progress=progress,
+            desc=loaded.label, pixel_stats=loaded.pixel_stats,
+        )  # fmt: skip
         record = {
             "checkpoint": loaded.label,
             "epoch": loaded.epoch,
@@ -156,8 +165,7 @@ def evaluate_run(
         records.append(record)
         saved += _save(ranking, loaded, run, missing, save_features, save_distances)
         if rank_list and drawn is None:
-            drawn = draw_rank_list(ranking, run / f"rank_list{suffix}.png", rank_list, top_k)
-            drawn["checkpoint"] = loaded.label
+            drawn = draw_rank_list(ranking, run / f"rank_list{suffix}.png", rank_list, top_k, checkpoint=loaded.label)
     path = run / f"eval{suffix}.json"
     payload = {"missing": list(missing), "results": records, "rank_list": drawn}
     atomic_write_text(json.dumps(payload, indent=2) + "\n", path)
@@ -193,6 +201,7 @@ def evaluate_missing_all(
     shards: Path | None = None,
     device: str = "cpu",
     num_workers: int = 0,
+    progress: bool | None = False,
 ) -> RunEval:
     """Every setting of :data:`MISSING_SETTINGS` for each checkpoint, plus their average per checkpoint (the last
     record of each checkpoint, ``missing: "average"``), into ``RUN/eval-missing-all.json``."""
@@ -201,7 +210,18 @@ def evaluate_missing_all(
     for loaded in _load_checkpoints(run, checkpoint, shards, dev):
         settings = []
         for missing in MISSING_SETTINGS:
-            ranking = rank_gallery(loaded.model, loaded.shards, loaded.image_size, dev, missing, num_workers)
+            desc = f"{loaded.label} missing {','.join(missing) or 'none'}"
+            ranking = rank_gallery(
+                loaded.model,
+                loaded.shards,
+                loaded.image_size,
+                dev,
+                missing,
+                num_workers,
+                progress=progress,
+                desc=desc,
+                pixel_stats=loaded.pixel_stats,
+            )
             settings.append({"checkpoint": loaded.label, "epoch": loaded.epoch, "missing": list(missing),
                              **score(ranking).to_dict()})  # fmt: skip
         average = {k: sum(s[k] for s in settings) / len(settings) for k in METRICS}

@@ -7,7 +7,8 @@ A run folder holds::
                     ``provenance`` (``reidtrain.provenance``: package version, git commit, the shards' dataset.json
                     fingerprint, the weights file's SHA-256); a rerun must match it to resume
     metrics.jsonl   one JSON line per finished epoch (loss terms, lr, test mAP, R1, R5, R10, mINP, seconds; with a
-                    validation split also val_mAP, val_R1, ... and ``best_on``)
+                    validation split also val_mAP, val_R1, ... and ``best_on``; the model's epoch statistics such
+                    as STMI's ``chi_density``)
     last.pt         everything needed to continue exactly: model, optimizer, scheduler (and fp16 scaler), epoch
     best.pt         the model of the epoch with the best validation mAP so far (``val_ids`` > 0), else with the best
                     test mAP; ``selected_on`` says which ("val" / "test")
@@ -52,13 +53,13 @@ it once (``resolve_run``) into the run settings and the validated ``TrainRecipe`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import random
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -72,7 +73,7 @@ from reidschemas.config import TrainConfig
 from reidschemas.safeio import disk_full_guard
 from reidtrain.atomic import UnreadableRunFile, append_line, atomic_save, atomic_write_text, read_checkpoint, read_json
 from reidtrain.batch import forward_inputs, model_inputs, shard_columns
-from reidtrain.data.augment import TrainTransform
+from reidtrain.data.augment import train_transform
 from reidtrain.data.loader import DeviceBatches, auto_workers, train_loader
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import LabelMap, ShardDataset, ShardIndex
@@ -81,8 +82,9 @@ from reidtrain.distributed import DistEnv, broadcast_object, dist_env, process_g
 from reidtrain.evaluate import EvalResult, Ranking, chance_map, describe, rank_gallery, score
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
-from reidtrain.optim import WarmupCosine, make_optimizer, param_groups
+from reidtrain.optim import make_optimizer, param_groups, scheduler_for
 from reidtrain.preflight import ALLOW_KEYS, FitRefused, refusals, shard_facts, start_block
+from reidtrain.progress import progress_bar, reported_lr
 from reidtrain.provenance import provenance
 from reidtrain.recipes import TrainRecipe, resolve_recipe
 from reidtrain.runlock import RunLock
@@ -210,10 +212,13 @@ def config_record(
 
 
 def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` with the recipe naming its model and backbone (config.json of earlier versions lacks them)."""
+    """``config`` with the recipe naming its model and backbone (config.json of earlier versions lacks them) and
+    every recipe key it lacks at its default (keys added later default to the behaviour before them)."""
     recipe = dict(config.get("recipe") or {})
     recipe.setdefault("model", config.get("model"))
     recipe.setdefault("backbone", config.get("backbone"))
+    defaults = TrainRecipe().model_dump(mode="json")
+    recipe = {**defaults, **recipe, "augment": {**defaults["augment"], **(recipe.get("augment") or {})}}
     return {"val_ids": 0, "val_pids": [], **config, "recipe": recipe}  # earlier versions had no validation split
 
 
@@ -239,13 +244,6 @@ def rng_states() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
-
-
-def _progress(total: int, desc: str, enabled: bool | None) -> Any:
-    from tqdm.auto import tqdm
-
-    disable = not sys.stderr.isatty() if enabled is None else not enabled
-    return tqdm(total=total, desc=desc, unit="batch", disable=disable, leave=False, dynamic_ncols=True)
 
 
 def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
@@ -279,9 +277,9 @@ def train_one_epoch(
     sums: dict[str, float] = {}
     batches, samples, start = 0, 0, time.perf_counter()
     data_time = 0.0
-    lr = max(group["lr"] for group in optimizer.param_groups)
+    lr = reported_lr(optimizer)  # the epoch line's
     autocast = torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
-    with _progress(len(loader), desc, progress) as bar:
+    with progress_bar(len(loader), desc, progress) as bar:
         waited = time.perf_counter()
         for batch in loader:
             data_time += time.perf_counter() - waited
@@ -371,6 +369,54 @@ def _log_epoch(writer: Any, run: Path, record: Mapping[str, Any], epoch: int) ->
             if f"val_{key}" in record:
                 writer.add_scalar(f"val/{key}", record[f"val_{key}"], epoch)
         writer.flush()
+
+
+DEGENERATE_DENSITY = 0.95
+"""An incidence density at or above this is reported: the hypergraph has become (nearly) one hyperedge."""
+
+
+def model_epoch_stats(model: nn.Module) -> dict[str, float]:
+    """Statistics the model's modules gathered while training this epoch (modules with ``pop_epoch_stats``, named
+    by their ``stats_prefix``: CHI's ``chi_density``), then reset; {} for models without any."""
+    by_prefix: dict[str, list[dict[str, float]]] = {}
+    for module in model.modules():
+        pop = getattr(module, "pop_epoch_stats", None)
+        if callable(pop):
+            by_prefix.setdefault(str(getattr(module, "stats_prefix", "stats")), []).append(pop())
+    out: dict[str, float] = {}
+    for prefix, found in by_prefix.items():
+        for i, stats in enumerate(found, 1):
+            name = prefix if len(found) == 1 else f"{prefix}{i}"
+            out.update({f"{name}_{key}": round(value, 6) for key, value in stats.items()})
+    return out
+
+
+@dataclass
+class _Where:
+    """How far a fit got: the last epoch saved in ``last.pt`` and the epoch in progress (for Ctrl-C's note)."""
+
+    completed: int
+    running: int
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during ``fit``; the message says where it stopped and that rerunning resumes."""
+
+
+@contextlib.contextmanager
+def _interrupt_note(run: Path, epochs: int, where: _Where) -> Iterator[None]:
+    """Turn Ctrl-C into :class:`FitInterrupted` naming the epoch it stopped in and what ``last.pt`` holds."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if where.completed:
+            kept = (
+                f"{run / LAST} holds epoch {where.completed} of {epochs}; run the same command again to resume "
+                f"from epoch {where.completed + 1}"
+            )
+        else:
+            kept = "no epoch was finished, so nothing was saved; run the same command again to start over"
+        raise FitInterrupted(f"interrupted during epoch {where.running} of {epochs}: {kept}") from exc
 
 
 def fit(
@@ -504,9 +550,7 @@ def _fit(
         backbone_prefixes=prefixes,
     )
     optimizer = make_optimizer(recipe.optimizer, groups, recipe.momentum)
-    scheduler = WarmupCosine(
-        optimizer, recipe.warmup_epochs, recipe.epochs, recipe.warmup_factor, recipe.eta_min_factor
-    )
+    scheduler = scheduler_for(optimizer, recipe)
     amp_dtype = autocast_dtype(device, recipe.amp)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     sampler = PKSampler(
@@ -517,12 +561,7 @@ def _fit(
         rank=env.rank,
         world_size=env.world_size,
     )
-    transform = TrainTransform(
-        size=recipe.image_size,
-        flip_p=recipe.augment.flip_p,
-        pad=recipe.augment.pad,
-        erase_p=recipe.augment.erase_p,
-    )
+    transform = train_transform(recipe)  # the recipe's size, pixel statistics, flip/pad/erasing and their options
     loader = train_loader(train_set, transform, labels, inputs, sampler, device, workers)
 
     selected_on = "val" if val is not None else "test"
@@ -554,88 +593,102 @@ def _fit(
     ranking: Ranking | None = None
     val_ranking: Ranking | None = None
 
-    for epoch in range(start_epoch + 1, config["epochs"] + 1):  # 1-based
-        start = time.perf_counter()
-        sampler.set_epoch(epoch - 1)
-        seed_everything(epoch_seed(options.seed, epoch, env.rank))  # resume needs no saved RNG state
-        lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
-        losses = train_one_epoch(
-            trained,
-            loader,
-            objective,
-            optimizer,
-            device,
-            f"epoch {epoch}/{config['epochs']}",
-            progress if env.is_main else False,
-            amp_dtype=amp_dtype,
-            scaler=scaler,
-            grad_clip=recipe.grad_clip,
-        )
-        scheduler.step()
-        train_seconds = time.perf_counter() - start
-        result: EvalResult | None = None
-        val_result: EvalResult | None = None
-        if env.is_main:
-            ranking, val_ranking = _rank(
-                model, shards, recipe.image_size, device, workers, labels, index_only.index, val
+    where = _Where(completed=start_epoch, running=start_epoch + 1)
+    with _interrupt_note(run, config["epochs"], where):
+        for epoch in range(start_epoch + 1, config["epochs"] + 1):  # 1-based
+            where.running = epoch
+            start = time.perf_counter()
+            sampler.set_epoch(epoch - 1)
+            seed_everything(epoch_seed(options.seed, epoch, env.rank))  # resume needs no saved RNG state
+            lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
+            shown_lr = reported_lr(optimizer)  # as the progress bar shows it
+            losses = train_one_epoch(
+                trained,
+                loader,
+                objective,
+                optimizer,
+                device,
+                f"epoch {epoch}/{config['epochs']}",
+                progress if env.is_main else False,
+                amp_dtype=amp_dtype,
+                scaler=scaler,
+                grad_clip=recipe.grad_clip,
             )
-            result = score(ranking)
-            val_result = score(val_ranking) if val_ranking is not None else None
-        result, val_result = broadcast_object((result, val_result), env)
-        assert result is not None
-        last_map = result.mAP
-        record = {
-            "epoch": epoch,
-            **losses,
-            "lr": lrs.get("new", next(iter(lrs.values()))),
-            "lrs": lrs,
-            **{k: getattr(result, k) for k in ("mAP", "R1", "R5", "R10", "mINP")},
-            "rule": result.rule,
-            **({f"val_{k}": getattr(val_result, k) for k in _FIGURES} if val_result is not None else {}),
-            **({"val_rule": val_result.rule} if val_result is not None else {}),
-            "best_on": selected_on,
-            "train_samples_per_s": round(losses["samples"] * env.world_size / max(train_seconds, 1e-9), 2),
-            "seconds": round(time.perf_counter() - start, 3),
-        }
-        selecting = val_result.mAP if val_result is not None else result.mAP
-        if selecting > best_map:
-            best_map, best_epoch, best_test_map = selecting, epoch, result.mAP
-            best_val_map = val_result.mAP if val_result is not None else None
+            scheduler.step()
+            train_seconds = time.perf_counter() - start
+            stats = model_epoch_stats(model)  # e.g. CHI's incidence density over this epoch's training samples
+            for key, value in stats.items():
+                if key.endswith("density") and value >= DEGENERATE_DENSITY:
+                    echo(
+                        f"epoch {epoch}: {key} {value:.3f}: nearly every node pair shares a hyperedge, so CHI averages "
+                        "all tokens alike (raise model_options.tau to keep it selective)"
+                    )
+            result: EvalResult | None = None
+            val_result: EvalResult | None = None
             if env.is_main:
-                best = {
-                    "model": model.state_dict(),
-                    "epoch": epoch,
-                    "mAP": result.mAP,
-                    "selected_on": selected_on,
-                    "config": config,
-                }
-                if val_result is not None:
-                    best["val_mAP"] = val_result.mAP
-                atomic_save(best, run / BEST)
-        if env.is_main:
-            append_line(json.dumps(record), run / METRICS)
-            atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else {},
-                    "sampler_epoch": epoch,
-                    "rng": rng_states(),
-                    "epoch": epoch,
-                    "best_map": best_map,
-                    "best_epoch": best_epoch,
-                    "best_test_map": best_test_map,
-                    "selected_on": selected_on,
-                    "last_map": last_map,
-                    "config": config,
-                },
-                last_path,
-            )
-            if writer is not None:
-                _log_epoch(writer, run, record, epoch)
-        shown = f"test {result}" if val_result is None else f"val {val_result} | test {result}"
-        echo(f"epoch {epoch}: loss {losses['loss']:.4f}  {shown}  lr {record['lr']:.2e}  {record['seconds']:.1f}s")
+                ranking, val_ranking = _rank(
+                    model, shards, recipe, device, workers, labels, index_only.index, val,
+                    progress=progress, desc=f"epoch {epoch} eval",
+                )  # fmt: skip
+                result = score(ranking)
+                val_result = score(val_ranking) if val_ranking is not None else None
+            result, val_result = broadcast_object((result, val_result), env)
+            assert result is not None
+            last_map = result.mAP
+            record = {
+                "epoch": epoch,
+                **losses,
+                "lr": shown_lr,
+                "lrs": lrs,
+                **{k: getattr(result, k) for k in ("mAP", "R1", "R5", "R10", "mINP")},
+                "rule": result.rule,
+                **({f"val_{k}": getattr(val_result, k) for k in _FIGURES} if val_result is not None else {}),
+                **({"val_rule": val_result.rule} if val_result is not None else {}),
+                "best_on": selected_on,
+                "train_samples_per_s": round(losses["samples"] * env.world_size / max(train_seconds, 1e-9), 2),
+                "seconds": round(time.perf_counter() - start, 3),
+                **stats,
+            }
+            selecting = val_result.mAP if val_result is not None else result.mAP
+            if selecting > best_map:
+                best_map, best_epoch, best_test_map = selecting, epoch, result.mAP
+                best_val_map = val_result.mAP if val_result is not None else None
+                if env.is_main:
+                    best = {
+                        "model": model.state_dict(),
+                        "epoch": epoch,
+                        "mAP": result.mAP,
+                        "selected_on": selected_on,
+                        "config": config,
+                    }
+                    if val_result is not None:
+                        best["val_mAP"] = val_result.mAP
+                    atomic_save(best, run / BEST)
+            if env.is_main:
+                append_line(json.dumps(record), run / METRICS)
+                atomic_save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict() if scaler is not None else {},
+                        "sampler_epoch": epoch,
+                        "rng": rng_states(),
+                        "epoch": epoch,
+                        "best_map": best_map,
+                        "best_epoch": best_epoch,
+                        "best_test_map": best_test_map,
+                        "selected_on": selected_on,
+                        "last_map": last_map,
+                        "config": config,
+                    },
+                    last_path,
+                )
+                where.completed = epoch
+                if writer is not None:
+                    _log_epoch(writer, run, record, epoch)
+            shown = f"test {result}" if val_result is None else f"val {val_result} | test {result}"
+            echo(f"epoch {epoch}: loss {losses['loss']:.4f}  {shown}  lr {record['lr']:.2e}  {record['seconds']:.1f}s")
     if writer is not None:
         with disk_full_guard(run / "tensorboard"):
             writer.close()
@@ -660,18 +713,22 @@ def _fit(
 def _rank(
     model: nn.Module,
     shards: Path,
-    image_size: tuple[int, int],
+    recipe: TrainRecipe,
     device: torch.device,
     workers: int,
     labels: LabelMap,
     index: ShardIndex,
     val: ValSplit | None,
+    progress: bool | None = False,
+    desc: str = "eval",
 ) -> tuple[Ranking, Ranking | None]:
     """(the test ranking, the validation ranking or None): the same ranking code on the two sets of rows."""
-    test = rank_gallery(model, shards, image_size, device, num_workers=workers, labels=labels, index=index)
+    size, stats = recipe.image_size, (recipe.pixel_mean, recipe.pixel_std)
+    shown: dict[str, Any] = {"progress": progress, "pixel_stats": stats, "num_workers": workers, "labels": labels}
+    test = rank_gallery(model, shards, size, device, index=index, desc=f"{desc} test", **shown)
     if val is None:
         return test, None
     held_out = rank_gallery(
-        model, shards, image_size, device, num_workers=workers, labels=labels, query=val.query, gallery=val.gallery
+        model, shards, size, device, query=val.query, gallery=val.gallery, desc=f"{desc} val", **shown
     )
     return test, held_out

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reidprep.captions.backends.base import ChatBackend, ChatReply, ChatRequest, RequestFailure
+from reidprep.captions.backends.base import ChatBackend, ChatReply, ChatRequest, RequestFailure, done_counter
 
 KEY_VERSION = 1
 """Bumped when the key's recipe changes (old entries then simply miss)."""
@@ -152,6 +152,7 @@ class CachedBackend(ChatBackend):
             k: stored[k] for k, r in zip(keys, requests, strict=True) if k in stored and r.rejects(stored[k]) is None
         }
         missing = {k: r for k, r in zip(keys, requests, strict=True) if k not in replies}
+        done_counter()(len(requests) - len(missing))  # cached, or repeated within the batch: answered already
         if missing:
             fresh = self.inner.generate(list(missing.values()))
             replies.update(zip(missing, fresh, strict=True))

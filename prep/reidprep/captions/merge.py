@@ -1,12 +1,17 @@
 """NEXT's multi-modal merge and complement, and STMI's fused triplet set, over confidence-aware attribute sets.
 
 1. ``best_of``: several MLLMs describe the same image. For each attribute the most confident known value wins.
-2. ``complement``: for each modality (rgb, nir, tir), an attribute that is unknown or below ``below`` confidence is
-   filled from the other views (the other two modalities and the composite). The most confident known value is used.
-3. ``fuse_triplet``: one set for the triplet's fused caption. For each attribute it takes the most confident value
-   over all views.
+2. ``complement`` (NEXT, per-modality captions): for each modality (rgb, nir, tir), an attribute that is unknown or
+   below ``below`` confidence is filled from the other two modalities; the most confident known value is used. For
+   the presence attributes (carrying, holding, handbag, backpack, suitcase) a negative answer ("not", "none", "not
+   carrying") is also replaced by a more confident positive answer of another modality, however confident it was:
+   NEXT's example is RGB "no backpack" at 0.6 against TIR's backpack at 0.9, which must give RGB the backpack. The
+   composite is not a source here: NEXT complements from the other modalities only; the composite is STMI's input.
+3. ``fuse_triplet`` (STMI, the fused caption): one set for the triplet over STMI's attributes (``load_stmi_set``: 13
+   for persons, 6 for vehicles, ASSUMED). For each it takes the most confident value over all views, the composite
+   included. The other attributes (view, lighting, time, clarity, ...) stay unknown: STMI's description has none.
 
-All three apply the visibility rules of ``data/templates/attribute_visibility.json``:
+All three apply the visibility rules of ``data/templates/attribute_visibility.json`` (each rule's reason is there):
 
 - colour (pedestrian ``upper_clothing_color`` and ``lower_clothing_color``, vehicle ``color``): only RGB's own
   answer counts. NIR, TIR and composite colour answers are dropped and never copied. RGB's colour goes into NIR or
@@ -15,7 +20,7 @@ All three apply the visibility rules of ``data/templates/attribute_visibility.js
   copied across. The NEXT examples show NIR "bright lighting" beside RGB "dim", and TIR "clear" beside RGB "blurry".
 - not sensed (TIR: ``illumination`` and ``capture_time``): the thermal camera cannot see visible lighting, so TIR's
   own answers are dropped and nothing is copied in. The paper's TIR captions omit time and lighting.
-  ``capture_time`` is the same instant for all three images, so RGB, NIR and the composite complement each other.
+  ``capture_time`` is the same instant for all three images, so RGB and NIR complement each other.
 
 A known value with confidence 0 counts as unknown: the caption templates say "ignore any with 0 confidence".
 """
@@ -29,7 +34,7 @@ from functools import cache
 from typing import Literal
 
 from reidprep.captions.attributes import VIEWS, View
-from reidschemas import MODALITIES, AttributeSet, AttributeValue, Modality, ObjectKind, load_template
+from reidschemas import MODALITIES, AttributeSet, AttributeValue, Modality, ObjectKind, load_stmi_set, load_template
 from reidschemas.resources import read_text
 
 Target = View | Literal["fused"]
@@ -51,13 +56,28 @@ class Visibility:
     """Attributes that a modality cannot observe. Its own answers are dropped and nothing is copied in."""
     colour_words: frozenset[str]
     """Words that name a colour (lower case). They must not appear in a NIR or TIR caption that carries no colour."""
+    presence: frozenset[str] = frozenset()
+    """Carried or held things: a negative answer gives way to a more confident positive one (``complement``)."""
+    negative_words: frozenset[str] = frozenset()
+    """Answers that say a presence attribute is absent ("none", "not", "not carrying"; lower case)."""
+    fused: frozenset[str] = frozenset()
+    """The attributes of STMI's fused caption (``attributes_stmi.json``); the fused caption carries no others."""
 
     def hidden(self, view: Target, *, colours: bool) -> frozenset[str]:
         """Attributes that ``view``'s caption never carries. ``colours``: whether NIR/TIR captions carry colours."""
-        if view in ("rgb", "composite", "fused"):
+        if view == "fused":
+            return frozenset(load_template(self.kind).names) - self.fused
+        if view in ("rgb", "composite"):
             return frozenset()
         unseen = self.not_sensed.get(view, frozenset()) if view == "nir" or view == "tir" else frozenset()
         return unseen | (frozenset() if colours else self.colour)
+
+    def negative(self, value: str | None) -> bool:
+        """Whether ``value`` says that a carried or held thing is absent ("none", "not", "no backpack")."""
+        if value is None:
+            return False
+        text = " ".join(value.strip().lower().split()).rstrip(".!")
+        return text in self.negative_words or text.startswith(("no ", "not "))
 
 
 @cache
@@ -66,7 +86,7 @@ def visibility(kind: ObjectKind) -> Visibility:
     raw = json.loads(read_text("templates/attribute_visibility.json"))
     section = raw[kind]
     names = set(load_template(kind).names)
-    groups = [section["colour"], section["per_image"], *section["not_sensed"].values()]
+    groups = [section["colour"], section["per_image"], section["presence"], *section["not_sensed"].values()]
     unknown = {name for group in groups for name in group} - names
     if unknown:
         raise ValueError(f"attribute_visibility.json names attributes the {kind} template lacks: {sorted(unknown)}")
@@ -76,6 +96,9 @@ def visibility(kind: ObjectKind) -> Visibility:
         per_image=frozenset(section["per_image"]),
         not_sensed={m: frozenset(section["not_sensed"].get(m, ())) for m in MODALITIES},
         colour_words=frozenset(word.lower() for word in raw["colour_words"]),
+        presence=frozenset(section["presence"]),
+        negative_words=frozenset(word.lower() for word in raw["negative_words"]),
+        fused=frozenset(load_stmi_set(kind).names),
     )
 
 
@@ -148,12 +171,13 @@ def complement(
 ) -> dict[Modality, Merged]:
     """NEXT's merge and complement: one complete attribute set per modality.
 
-    ``per_view`` holds the sets of the views that were queried (usually rgb, nir, tir and composite, each from
-    ``best_of``). A missing modality starts out unknown. For each modality, the visibility rules (module docstring)
-    first drop the answers it cannot give. Then each attribute that is unknown or below ``below`` confidence is
-    replaced by the most confident usable answer of another view, if that answer is more confident. Ties go to the
-    first view in ``VIEWS`` order. Colour comes only from RGB, and only when ``colours_in_infrared`` is true.
-    Per-image conditions and attributes the modality cannot sense are never filled.
+    ``per_view`` holds the sets of the views that were queried (each from ``best_of``); a composite in it is ignored
+    (module docstring). A missing modality starts out unknown. For each modality, the visibility rules first drop
+    the answers it cannot give. Then each attribute that is unknown or below ``below`` confidence is replaced by
+    the most confident usable answer of another modality, if that answer is more confident; a presence attribute
+    whose answer is negative is replaced by a more confident positive answer. Ties go to the first modality in
+    ``MODALITIES`` order. Colour comes only from RGB, and only when ``colours_in_infrared`` is true. Per-image
+    conditions and attributes the modality cannot sense are never filled.
     """
     if not per_view:
         raise ValueError("complement needs at least one view")
@@ -179,12 +203,16 @@ def complement(
                 and name not in rules.not_sensed[modality]
                 and (name not in rules.colour or colours_in_infrared)
             )
-            if fillable and (not _usable(current) or current.confidence < below):
-                for view in VIEWS:
+            weak = not _usable(current) or current.confidence < below
+            absent = name in rules.presence and rules.negative(current.value)
+            if fillable and (weak or absent):
+                for view in MODALITIES:
                     if view == modality or view not in per_view or not _visible(name, view, rules):
                         continue
                     candidate = getattr(per_view[view], name)
-                    if _usable(candidate) and candidate.confidence > current.confidence:
+                    if not _usable(candidate) or candidate.confidence <= current.confidence:
+                        continue
+                    if weak or not rules.negative(candidate.value):  # a confident negative yields to positives only
                         current, source = candidate, view
             values[name] = current
             if _usable(current):
@@ -196,9 +224,9 @@ def complement(
 def fuse_triplet(per_view: Mapping[View, AttributeSet]) -> Merged:
     """STMI's fused triplet set, for the one fused caption. It reads the raw per-view sets (``best_of`` results).
 
-    For each attribute it takes the most confident usable answer over all views. Ties go to the first view in
-    ``VIEWS`` order. Colours come from RGB only, and TIR's answers for what it cannot sense are ignored.
-    ``complement``'s output holds only values from these views, so fusing it would give the same values.
+    Only STMI's attributes (``load_stmi_set``) are filled; the rest stay unknown. For each of them it takes the most
+    confident usable answer over all views, the composite included. Ties go to the first view in ``VIEWS`` order.
+    Colours come from RGB only, and TIR's answers for what it cannot sense are ignored.
     """
     if not per_view:
         raise ValueError("fuse_triplet needs at least one view")
@@ -208,7 +236,7 @@ def fuse_triplet(per_view: Mapping[View, AttributeSet]) -> Merged:
     sources: dict[str, View] = {}
     for name in model.model_fields:
         best, source = UNKNOWN, None
-        for view in VIEWS:
+        for view in VIEWS if name in rules.fused else ():
             if view not in per_view or not _visible(name, view, rules):
                 continue
             candidate = getattr(per_view[view], name)

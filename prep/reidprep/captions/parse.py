@@ -2,8 +2,9 @@
 
 Safe repairs (each recorded): a code fence or text around the JSON object; extra keys (ignored); a missing
 attribute (unknown); a confidence given as a string or a percentage, or outside [0, 1] (clipped); "unknown",
-"unclear" and the like (null, confidence 0, by the schema). An attribute whose value is outside its closed
-vocabulary, or that has no usable confidence, is set unknown and recorded. The whole reply is rejected, with the
+"unclear" and the like (null, confidence 0, by the schema); a common synonym of a closed option ("man" -> "male",
+the template's ``synonyms``). An attribute whose value is outside its closed vocabulary even then, or that has no
+usable confidence, is set unknown and recorded. The whole reply is rejected, with the
 reason, when it holds no JSON object or fewer than half of the template's attributes.
 """
 
@@ -20,7 +21,7 @@ from reidprep.captions.attributes import AttributeAnswer
 from reidschemas import AttributeValue, ObjectKind, attribute_model, load_template
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
-PARSER_VERSION = 1
+PARSER_VERSION = 2  # 2: synonyms of closed options are read as the option
 
 
 class UnusableReply(ValueError):
@@ -108,9 +109,13 @@ def parse_attributes(text: str, kind: ObjectKind) -> AttributeAnswer:
             continue
         spec = template.spec(name)
         candidate = AttributeValue(value=value, confidence=confidence)
-        if candidate.value is not None and spec.options is not None and spec.canonical(candidate.value) is None:
-            repairs.append(f"{name}: {candidate.value!r} is not one of {spec.options_text}; set unknown")
-            continue
+        if candidate.value is not None and spec.options is not None:
+            canonical = spec.canonical(candidate.value)
+            if canonical is None:
+                repairs.append(f"{name}: {candidate.value!r} is not one of {spec.options_text}; set unknown")
+                continue
+            if canonical.lower() != candidate.value.lower():
+                repairs.append(f"{name}: {candidate.value!r} read as {canonical!r}")
         values[name] = candidate
     try:
         attributes = attribute_model(kind)(**values)

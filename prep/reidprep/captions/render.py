@@ -1,5 +1,10 @@
 """Deterministic captions from the NEXT caption templates (Figures 8 and 9), in the style of the paper's examples.
 
+The fused triplet caption (STMI) carries STMI's attributes only (``attributes_stmi.json``: no view, lighting, time
+or clarity, as in STMI's Figure 2(b)); for a person its subject and clothing make one sentence, as there ("An adult
+male is wearing a blue jacket ..."). Its LLM prompt (``llm_fusion_prompt(..., target="fused")``) is
+``caption_stmi_<kind>.txt``, which asks for the paper's average length.
+
 A phrase whose attributes are unknown is left out (the text never says "unknown"). Articles, plurals, pronouns and
 capitals follow the values. The same attributes always give the same string. With ``max_tokens``, a caption longer than
 that is shortened: attribute groups are dropped in a fixed order, least important first (``DROP_ORDER``); the stage
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 
 from reidprep.captions.merge import Merged, Target, visibility
 from reidprep.captions.validate import CLIP_CONTEXT, captionable, clip_token_count
-from reidschemas import AttributeSet, ObjectKind
+from reidschemas import AttributeSet, ObjectKind, load_stmi_set
 from reidschemas.resources import read_text
 
 Values = dict[str, str | None]
@@ -87,7 +92,6 @@ _HEADLIGHTS_STATE = {"on": "lit", "off": "unlit"}
 _ROOF_TYPE = {"dome": "domed"}
 _PRESENT = {"present": True, "not present": False}
 _EXHAUST = {"single": "a single exhaust pipe", "dual": "dual exhaust pipes", "hidden": "a hidden exhaust"}
-_NOTHING = {"none", "nothing", "no", "not", "not carrying", "not holding", "empty-handed", "empty handed", "no bag"}
 _MASS_NOUNS = {"luggage", "baggage", "clothing", "footwear", "gear", "equipment", "sportswear", "outerwear", "water"}
 _AN_PREFIXES = ("hour", "honest", "honor", "honour", "heir")
 _A_PREFIXES = ("uni", "use", "usu", "uti", "ure", "one", "once", "eu", "ewe")
@@ -162,7 +166,7 @@ def _clean(value: str, *, keep_case: bool) -> str:
 # --- the two templates ---------------------------------------------------------------------------------------------
 
 
-def _pedestrian(v: Values) -> str:
+def _pedestrian(v: Values, fused: bool) -> str:
     gender, age = v["gender"], v["age"]
     pronoun = _PRONOUN.get(gender or "", "the person")
     if gender in ("male", "female"):
@@ -188,7 +192,9 @@ def _pedestrian(v: Values) -> str:
         clothes += f", paired with {_noun_phrase(feet)}"
     elif feet:
         clothes = _noun_phrase(feet)
-    if clothes:
+    if clothes and fused and not (v["view"] or v["capture_time"] or v["illumination"]):  # STMI: one sentence
+        sentences = [_sentence(f"{first} is wearing {clothes}")]
+    elif clothes:
         sentences.append(_sentence(f"{pronoun} is wearing {clothes}"))
 
     hair = _words(v["hair_length"], v["hair_style"])
@@ -200,6 +206,7 @@ def _pedestrian(v: Values) -> str:
     elif glasses:
         sentences.append(_sentence(f"{pronoun} {glasses}"))
 
+    nothing = visibility("pedestrian").negative
     carried: list[str] = []
     for item in (
         v["carrying"],
@@ -207,7 +214,7 @@ def _pedestrian(v: Values) -> str:
         "backpack" if v["backpack"] == "carrying backpack" else None,
     ):
         item = _strip_article(item) if item else None
-        if item and item.lower() not in _NOTHING and item.lower() not in {c.lower() for c in carried}:
+        if item and not nothing(item) and item.lower() not in {c.lower() for c in carried}:
             carried.append(item)
     dragging = v["suitcase"] == "dragging"
     if dragging:
@@ -216,7 +223,7 @@ def _pedestrian(v: Values) -> str:
     actions = []
     if carried:
         actions.append("carrying " + _join([_noun_phrase(item) for item in carried]))
-    if held and held.lower() not in _NOTHING and held.lower() not in {c.lower() for c in carried}:
+    if held and not nothing(held) and held.lower() not in {c.lower() for c in carried}:
         actions.append(f"holding {_noun_phrase(held)}")
     if dragging:
         actions.append("dragging a suitcase")
@@ -228,7 +235,7 @@ def _pedestrian(v: Values) -> str:
     return " ".join(sentences)
 
 
-def _vehicle(v: Values) -> str:
+def _vehicle(v: Values, fused: bool) -> str:
     subject = _words(v["color"], v["branding"], v["vehicle_type"] or "vehicle")
     first = f"{_article(subject)} {subject}"
     if v["view"]:
@@ -360,7 +367,8 @@ def render(
     if isinstance(attributes, Merged):
         attributes = attributes.attributes
     values = caption_values(attributes, kind, target, colours=colours)
-    text = _RENDERERS[kind](values)
+    fused = target == "fused"
+    text = _RENDERERS[kind](values, fused)
     if max_tokens is None:
         return Rendered(text, None)
     tokens = clip_token_count(text)
@@ -374,7 +382,7 @@ def render(
         for name in known:
             values[name] = None
         dropped.extend(known)
-        text = _RENDERERS[kind](values)
+        text = _RENDERERS[kind](values, fused)
         tokens = clip_token_count(text)
     return Rendered(text, tokens, tuple(dropped))
 
@@ -391,34 +399,50 @@ def render_caption(
     return render(attributes, kind, modality, colours=colours, max_tokens=max_tokens).text
 
 
-def _attribute_lines(attributes: AttributeSet | Merged, indent: str) -> str:
-    """``{name: {"value", "confidence"}}`` with one attribute per line, like the attribute template's skeleton."""
+def _attribute_lines(attributes: AttributeSet | Merged, indent: str, names: Sequence[str] | None = None) -> str:
+    """``{name: {"value", "confidence"}}`` with one attribute per line, like the attribute template's skeleton.
+
+    ``names``: only these attributes (all when None)."""
     if isinstance(attributes, Merged):
         attributes = attributes.attributes
     lines = []
-    for name in type(attributes).model_fields:
+    for name in type(attributes).model_fields if names is None else names:
         attribute = getattr(attributes, name)
         entry = {"value": attribute.value, "confidence": attribute.confidence}
         lines.append(f"{indent}  {json.dumps(name)}: {json.dumps(entry, ensure_ascii=False)}")
     return "{\n" + ",\n".join(lines) + f"\n{indent}}}"
 
 
-def llm_fusion_prompt(attributes: AttributeSet | Merged | Mapping[str, AttributeSet | Merged], kind: ObjectKind) -> str:
-    """The ``--fusion llm`` prompt: the caption template of Figure 8/9, verbatim, then the attribute JSON.
+def llm_fusion_prompt(
+    attributes: AttributeSet | Merged | Mapping[str, AttributeSet | Merged],
+    kind: ObjectKind,
+    *,
+    target: Target | None = None,
+) -> str:
+    """The ``--fusion llm`` prompt: a caption template verbatim, then the attribute JSON.
 
-    A single set is sent as ``{name: {"value", "confidence"}}``. A mapping (e.g. ``{"rgb": ..., "nir": ...}``, the
-    "JSON datasets of the same vehicle" of Figure 9) is sent as ``{view: {name: {...}}}``. Unknown values are
-    ``null`` with confidence 0, which the template tells the LLM to ignore.
+    For a modality (``target`` a view, or None) the template is NEXT's Figure 8/9 and every attribute is sent. For
+    ``target="fused"`` it is STMI's (``caption_stmi_<kind>.txt``, the paper's average length filled in) and only
+    STMI's attributes are sent, so the LLM has no view, lighting or clarity to mention. A single set is sent as
+    ``{name: {"value", "confidence"}}``. A mapping (e.g. ``{"rgb": ..., "nir": ...}``, the "JSON datasets of the
+    same vehicle" of Figure 9) is sent as ``{view: {name: {...}}}``. Unknown values are ``null`` with confidence 0,
+    which the template tells the LLM to ignore.
     """
-    template = read_text(f"templates/caption_{kind}.txt").strip()
+    if target == "fused":
+        stmi = load_stmi_set(kind)
+        template = read_text(f"templates/caption_stmi_{kind}.txt").strip()
+        template = template.replace("{target_words}", str(stmi.target_words))
+        names: Sequence[str] | None = stmi.names
+    else:
+        template, names = read_text(f"templates/caption_{kind}.txt").strip(), None
     items = {"": attributes} if isinstance(attributes, AttributeSet | Merged) else dict(attributes)
     for attribute_set in items.values():
         model = type(attribute_set.attributes if isinstance(attribute_set, Merged) else attribute_set)
         if model.kind != kind:
             raise ValueError(f"attributes are {model.kind!r}, but kind={kind!r}")
     if "" in items:
-        data = _attribute_lines(items[""], "")
+        data = _attribute_lines(items[""], "", names)
     else:
-        parts = [f"  {json.dumps(str(view))}: {_attribute_lines(a, '  ')}" for view, a in items.items()]
+        parts = [f"  {json.dumps(str(view))}: {_attribute_lines(a, '  ', names)}" for view, a in items.items()]
         data = "{\n" + ",\n".join(parts) + "\n}"
     return f"{template}\n\n{data}"

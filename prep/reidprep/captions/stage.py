@@ -2,7 +2,8 @@
 
 Per triplet: every configured provider describes every configured view (RGB, NIR, TIR and the composite of the
 three side by side); several answers for one view are merged by confidence (``best_of``); each modality is then
-complemented from the other views within what it can see; captions are rendered from the NEXT template or written
+complemented from the other two modalities within what it can see (NEXT), and STMI's attributes are fused over all
+views, the composite included, for the fused caption; captions are rendered from the NEXT template or written
 by an LLM, and every caption is validated (an LLM caption that fails is regenerated once, then the triplet fails).
 Length never fails a triplet: a caption longer than CLIP's 77 tokens is kept whole and noted, and tokenisation
 truncates it (end-of-text kept) as the reference code does. An LLM caption that is too long is asked for once more,
@@ -29,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from reidprep.captions.attributes import AttributeAnswer, AttributeQuery, View, composite_image
-from reidprep.captions.backends.base import ChatRequest, RequestFailure, UsageCounter
+from reidprep.captions.backends.base import ChatRequest, RequestFailure, UsageCounter, requests_done
 from reidprep.captions.merge import Merged, Target, best_of, complement, fuse_triplet, unknown_rate, visibility
 from reidprep.captions.providers import Providers
 from reidprep.captions.render import llm_fusion_prompt, render
@@ -41,7 +42,7 @@ from reidschemas import MODALITIES, AttributeSet, LedgerEntry, Modality, ObjectK
 from reidschemas.config import CaptionsConfig
 from reidschemas.maskcodec import decode_mask
 
-CAPTIONS_VERSION = 2  # 2: long captions are kept (noted), token counts per caption
+CAPTIONS_VERSION = 3  # 2: long captions kept (noted), token counts; 3: STMI fused set, NEXT presence complement
 TARGETS: tuple[Target, ...] = (*MODALITIES, "fused")
 
 CAPTIONS_SCHEMA = pa.schema(
@@ -202,8 +203,13 @@ class CaptionsTask(StageTask):
         a provider's failure on a view another answered is a note."""
         queries = [(t, q) for t in triplets for q in self.queries(t)]
         failed: dict[tuple[str, View], list[RequestFailure]] = {}
+        per_triplet = len(self.config.views) * len(self.providers.attribute)  # requests of one triplet
         for provider in self.providers.attribute:
-            answers = provider.describe([q for _, q in queries])
+            token = requests_done.set(lambda n: self.report_progress(n / per_triplet))
+            try:
+                answers = provider.describe([q for _, q in queries])
+            finally:
+                requests_done.reset(token)
             for (t, query), answer in zip(queries, answers, strict=True):
                 if isinstance(answer, AttributeAnswer):
                     t.answers.setdefault(query.view, {})[provider.name] = answer.attributes
@@ -277,7 +283,7 @@ class CaptionsTask(StageTask):
         """Ask the fusion LLM for every caption; an invalid one is asked for again once, and so is one longer than
         CLIP's context (for a shorter one). A shorter caption that comes back invalid is dropped for the first."""
         prompts: dict[tuple[str, str], str] = {
-            (t.unit.key, tg): llm_fusion_prompt(merged[t.unit.key][tg], t.kind) for t, tg in jobs
+            (t.unit.key, tg): llm_fusion_prompt(merged[t.unit.key][tg], t.kind, target=tg) for t, tg in jobs
         }
         check = partial(self._fusion_problems, merged=merged, triplets={t.unit.key: t for t, _ in jobs})
         texts = self._ask(prompts, check=check)

@@ -3,7 +3,9 @@
 A caption is rejected when it is empty, says "unknown" (or "unclear", "unknowable", "n/a"), or has template
 brackets or placeholders left in it, or when it contradicts its attributes. A contradiction is a pronoun that does
 not match a known gender, a known colour missing where the caption carries colour, or a colour word in a NIR or TIR
-caption that carries none.
+caption that carries none. The fused triplet caption (STMI) must not speak of capture conditions (view, lighting,
+time of day, image quality): STMI's description has none, and one caption of three sensors' images cannot hold one
+sensor's conditions.
 ``repair_caption`` removes only what LLMs wrap around a caption (quotes, "Caption:", code fences).
 
 Length is never a problem: a caption longer than CLIP's 77-token context is kept whole, and tokenisation truncates
@@ -33,6 +35,11 @@ _GENDER_WORDS = {
 _WRAPPERS = re.compile(
     r"^\s*(?:(?:here\s+is|here's)\s+(?:the|a|your)\s+(?:generated\s+)?(?:caption|description)\s*[:\-]|"
     r"(?:final\s+)?(?:caption|description|output|answer)\s*[:\-])\s*",
+    re.IGNORECASE,
+)
+_CONDITIONS = re.compile(
+    r"\b(?:lighting|illumination|illuminated|daytime|nighttime|night-time|at night|blurry|blurred|"
+    r"(?:seen|viewed|photographed) from|image appears)\b",
     re.IGNORECASE,
 )
 _SPELLING = {"grey": "gray", "colour": "color", "coloured": "colored"}
@@ -119,6 +126,10 @@ def validate_caption(
     leftovers = sorted({m.group(0) for m in _PLACEHOLDER.finditer(text)})
     if leftovers:
         problems.append(f"template brackets or placeholders left: {' '.join(leftovers)}")
+
+    conditions = sorted({m.group(0).lower() for m in _CONDITIONS.finditer(text)}) if modality == "fused" else []
+    if conditions:
+        problems.append(f"the fused caption describes the object only but says {', '.join(map(repr, conditions))}")
 
     words = set(_words(text))
     gender = attributes.gender.value if hasattr(attributes, "gender") and attributes.gender.confidence > 0 else None

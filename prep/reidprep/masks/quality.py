@@ -31,23 +31,50 @@ def _iou(dataset_dir: Path, record: SampleRecord, modality: str, mask: np.ndarra
     return mask_iou(resize_mask(mask, *truth.shape), truth)
 
 
+def triplet_iou(dataset_dir: Path, record: SampleRecord, row: dict[str, Any]) -> float | None:
+    """IoU of a masks-table row's triplet mask against its reference modality's ground truth (None: no truth)."""
+    reference = "rgb" if row["source"] == "all" else row["source"]
+    return _iou(dataset_dir, record, reference, decode_mask(row["mask"], row["height"], row["width"]))
+
+
+def dataset_with_truth(workdir: Path) -> Path | None:
+    """The indexed dataset folder when it has ground-truth masks (``groundtruth/masks/``), else None."""
+    try:
+        dataset_dir = Path(json.loads(Workdir(workdir).summary("index").read_text())["dataset_dir"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return dataset_dir if (dataset_dir / "groundtruth" / "masks").is_dir() else None
+
+
+def triplet_ious(workdir: Path) -> dict[str, float] | None:
+    """``{triplet_key: IoU}`` of every masks-table row with ground truth, in table order; None without truth."""
+    dataset_dir = dataset_with_truth(workdir)
+    if dataset_dir is None:
+        return None
+    records = {r.sample_id: r for r in read_manifest(Workdir(workdir).manifest)}
+    ious = {}
+    for row in read_stage_table(workdir, "masks").to_pylist():
+        iou = triplet_iou(dataset_dir, records[row["sample_id"]], row)
+        if iou is not None:
+            ious[row["triplet_key"]] = iou
+    return ious or None
+
+
 def groundtruth_iou(workdir: Path) -> dict[str, Any] | None:
     """Mean IoU of the triplet masks (against the reference modality's truth) and of kept per-modality masks.
 
     None when the dataset has no ground-truth masks.
     """
-    wd = Workdir(workdir)
-    dataset_dir = Path(json.loads(wd.summary("index").read_text())["dataset_dir"])
-    if not (dataset_dir / "groundtruth" / "masks").is_dir():
+    dataset_dir = dataset_with_truth(workdir)
+    if dataset_dir is None:
         return None
-    records = {r.sample_id: r for r in read_manifest(wd.manifest)}
+    records = {r.sample_id: r for r in read_manifest(Workdir(workdir).manifest)}
     rows = read_stage_table(workdir, "masks").to_pylist()
     triplet: list[float] = []
     per_modality: dict[str, list[float]] = {m: [] for m in MODALITIES}
     for row in rows:
         record = records[row["sample_id"]]
-        reference = "rgb" if row["source"] == "all" else row["source"]
-        iou = _iou(dataset_dir, record, reference, decode_mask(row["mask"], row["height"], row["width"]))
+        iou = triplet_iou(dataset_dir, record, row)
         if iou is not None:
             triplet.append(iou)
         for m in MODALITIES:

@@ -4,7 +4,10 @@ The recipe is the reference repos' (DeMo, MambaPro, TOP-ReID, IDEA): resize, hor
 crop, normalise, random erasing 0.5. Two choices are made explicit here:
 
 - Geometric transforms (resize, flip, pad + crop) are drawn ONCE per sample and applied identically to the three
-  modalities and to the mask (the mask with nearest-neighbour resizing), so the mask stays aligned with every modality.
+  modalities and to the mask (the mask with nearest-neighbour resizing), so the mask stays aligned with every modality
+  (``geometry="shared"``, the default: the triplets are pixel-aligned, and the token mask and any patch-to-patch
+  cross-modal pairing stay true). ``geometry="per_modality"`` draws flip and crop for each modality on its own, as the
+  DeMo and MambaPro code does (torchvision's transform applied to each image separately); the mask then follows RGB.
 - Random erasing is photometric and drawn INDEPENDENTLY per modality (whether to erase, and where), as the reference
   repos apply ``RandomErasing`` to each modality's tensor separately. It never changes the mask: the mask says where
   the object is, not what is visible.
@@ -14,11 +17,12 @@ ViT actually sees. All modalities go through each op as one (3, 3, H, W) batch; 
 
 Two ways to run the training transform, with the same random draws and the same result:
 
-- per sample, :class:`TrainTransform` on (3, H, W, 3) uint8 numpy arrays (the reference; also the only one for
-  ``erase_value="random"``);
+- per sample, :class:`TrainTransform` on (3, H, W, 3) uint8 numpy arrays (the reference);
 - per batch, :class:`BatchTrainTransform` on (B, 3, 3, H, W) uint8 tensors on any device (the trainer's path: the
   DataLoader workers only decode and draw, ``TrainTransform.draw``; flip, pad-crop, normalisation, erasing and the
-  token mask run once for the whole batch where the model runs). Given the same draws both give the same tensors.
+  token mask run once for the whole batch where the model runs). Given the same draws both give the same tensors,
+  for every recipe option (pixel statistics, ``geometry``, ``erase_value`` incl. ``"random"``: the erasing noise is
+  part of the draws, drawn in the worker from the sample's generator exactly where ``__call__`` draws it).
 """
 
 from __future__ import annotations
@@ -26,13 +30,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from reidschemas.tokens import patch_grid, token_fractions, token_mask
+from reidtrain.data.normalize import CLIP_MEAN, CLIP_STD
+
+if TYPE_CHECKING:
+    from reidtrain.recipes import TrainRecipe
 
 __all__ = [
     "CLIP_MEAN",
@@ -40,18 +48,25 @@ __all__ = [
     "DRAW_SIZE",
     "AugmentedTriplet",
     "BatchTrainTransform",
+    "Draws",
     "EvalTransform",
     "Geometry",
     "TrainTransform",
+    "train_transform",
 ]
 
-# open_clip.constants.OPENAI_DATASET_MEAN / _STD (copied: importing open_clip here would cost seconds per worker).
-CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+GeometryMode = Literal["shared", "per_modality"]
 
-DRAW_SIZE = 3 + 3 * 4
-"""Values of one sample's draws (``TrainTransform.draw``): flip, top, left, then (top, left, h, w) of each modality's
-erased box (h = w = 0: not erased)."""
+DRAW_SIZE = 3 * 3 + 3 * 4
+"""Integers of one sample's draws (``TrainTransform.draw``): (flip, top, left) of each modality (rgb, nir, tir; the
+same three under ``geometry="shared"``), then (top, left, h, w) of each modality's erased box (h = w = 0: none)."""
+
+
+class Draws(NamedTuple):
+    """Every random draw of one sample (``TrainTransform.draw``), for ``BatchTrainTransform``."""
+
+    values: torch.Tensor  # (DRAW_SIZE,) int64: geometry per modality, then the erased boxes
+    noise: torch.Tensor  # (n,) float32: erase_value="random"'s fill of the boxes in turn, each (3, h, w) row-major
 
 
 class AugmentedTriplet(TypedDict):
@@ -149,7 +164,7 @@ class EvalTransform(_TripletTransform):
 
 
 class TrainTransform(_TripletTransform):
-    """Resize, flip, pad + random crop (shared), normalise, random erasing (per modality).
+    """Resize, flip, pad + random crop (shared, or per modality), normalise, random erasing (per modality).
 
     Randomness comes from ``generator`` (or ``seed``) given to :meth:`__call__`; with neither, from torch's global
     RNG, which DataLoader seeds differently in every worker. Geometry is drawn before erasing, so the same seed gives
@@ -174,8 +189,12 @@ class TrainTransform(_TripletTransform):
         token_threshold: float = 0.5,
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
+        geometry: GeometryMode = "shared",
     ) -> None:
         super().__init__(size, patch, stride, token_threshold, mean, std)
+        if geometry not in ("shared", "per_modality"):
+            raise ValueError(f"geometry must be 'shared' or 'per_modality', not {geometry!r}")
+        self.geometry: GeometryMode = geometry
         if pad < 0 or not 0 <= flip_p <= 1 or not 0 <= erase_p <= 1:
             raise ValueError("need pad >= 0 and probabilities in [0, 1]")
         if isinstance(erase_value, str) and erase_value != "random":
@@ -238,22 +257,26 @@ class TrainTransform(_TripletTransform):
                 region.fill_(float(self.erase_value))
         return images
 
-    def draw(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Every random draw of one sample, in the order :meth:`__call__` makes them: (``DRAW_SIZE``,) int64.
+    def draw(self, generator: torch.Generator | None = None) -> Draws:
+        """Every random draw of one sample, in the order :meth:`__call__` makes them (the erasing noise included).
 
         So ``BatchTrainTransform`` given these draws computes what ``__call__`` computes from the same generator state.
-        Refused for ``erase_value="random"``, whose noise is drawn between the boxes.
         """
-        if self.erase_value == "random":
-            raise ValueError("erase_value='random' draws noise per box, so it runs per sample: call the TrainTransform")
-        geometry = self.sample_geometry(generator)
-        boxes: list[int] = []
-        for _ in range(3):  # as erase(): whether to erase this modality, then where
+        if self.geometry == "shared":
+            geometries = [self.sample_geometry(generator)] * 3
+        else:  # rgb, nir, tir in turn
+            geometries = [self.sample_geometry(generator) for _ in range(3)]
+        values = [v for g in geometries for v in (int(g.flip), g.top, g.left)]
+        noise: list[torch.Tensor] = []
+        for _ in range(3):  # as erase(): whether to erase this modality, where, then (for "random") the fill
             box = None
             if torch.rand((), generator=generator) < self.erase_p:
                 box = self._erase_box(*self.size, generator)
-            boxes.extend(box if box is not None else (0, 0, 0, 0))
-        return torch.tensor([int(geometry.flip), geometry.top, geometry.left, *boxes], dtype=torch.int64)
+            values.extend(box if box is not None else (0, 0, 0, 0))
+            if box is not None and self.erase_value == "random":
+                noise.append(torch.randn((3, box[2], box[3]), generator=generator).flatten())
+        fill = torch.cat(noise) if noise else torch.zeros(0)
+        return Draws(torch.tensor(values, dtype=torch.int64), fill)
 
     def __call__(
         self,
@@ -269,29 +292,53 @@ class TrainTransform(_TripletTransform):
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(seed)
         x, m = self._to_tensors(images, mask)  # (3, 3, H', W'), (H', W')
-        x, m = self.apply_geometry(x, m, self.sample_geometry(generator))
+        if self.geometry == "shared":
+            x, m = self.apply_geometry(x, m, self.sample_geometry(generator))
+        else:  # one draw per modality (rgb, nir, tir in turn); the mask follows rgb's
+            moved = [self.apply_geometry(x[i : i + 1], m, self.sample_geometry(generator)) for i in range(len(x))]
+            x, m = torch.cat([xi for xi, _ in moved]), moved[0][1]
         out = self._finish(x, m, mask is not None)
         self.erase(out["images"], generator)  # after the token mask: erasing never touches the mask
         return out
+
+
+def train_transform(recipe: TrainRecipe) -> TrainTransform:
+    """The recipe's train transform: image size, normalisation, flip / pad / erasing and their options."""
+    return TrainTransform(
+        size=recipe.image_size,
+        flip_p=recipe.augment.flip_p,
+        pad=recipe.augment.pad,
+        erase_p=recipe.augment.erase_p,
+        erase_value="random" if recipe.augment.erase_fill == "noise" else 0.0,
+        mean=recipe.pixel_mean,
+        std=recipe.pixel_std,
+        geometry=recipe.augment.geometry,
+    )
 
 
 class BatchTrainTransform:
     """:class:`TrainTransform` for a whole batch, on the batch's device, from each sample's ``TrainTransform.draw``.
 
     Input: uint8 images (B, 3, 3, H, W) (modality, channel), bool masks (B, H, W) (all False where ``has_mask`` is
-    False; None when the model reads no mask: the mask outputs are then all False), draws (B, ``DRAW_SIZE``) int64.
-    Flip and pad-crop are one pad and one gather (on uint8 when no resize is needed), erasing one masked fill, the
-    token fractions one pooling: a handful of kernels whatever B is. With the same draws the output equals
+    False; None when the model reads no mask: the mask outputs are then all False), draws (B, ``DRAW_SIZE``) int64
+    (the stacked ``Draws.values``) and, for ``erase_value="random"``, noise (n,) float32 (the samples'
+    ``Draws.noise`` concatenated in batch order). Flip and pad-crop are one pad and one gather (on uint8 when no
+    resize is needed; each modality its own index, so ``geometry="per_modality"`` costs the same; the mask follows
+    rgb's, as in ``TrainTransform``), erasing one masked fill (or one masked scatter of the noise), the token
+    fractions one pooling: a handful of kernels whatever B is. With the same draws the output equals
     ``TrainTransform`` sample by sample (tested), so both paths share one distribution.
     """
 
     def __init__(self, transform: TrainTransform) -> None:
-        if transform.erase_value == "random":
-            raise ValueError("BatchTrainTransform fills erased boxes with a value; erase_value='random' is per sample")
         self.transform = transform
 
     def __call__(
-        self, images: torch.Tensor, mask: torch.Tensor | None, has_mask: torch.Tensor, draws: torch.Tensor
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor | None,
+        has_mask: torch.Tensor,
+        draws: torch.Tensor,
+        noise: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """-> ``images`` (B, 3, 3, H', W') float32 normalised, ``mask`` (B, H', W') bool, ``token_fraction`` and
         ``token_mask`` (B, rows, cols), ``has_mask`` (B,) bool: a collated :class:`AugmentedTriplet`."""
@@ -312,11 +359,21 @@ class BatchTrainTransform:
             x = F.interpolate(flat, size=t.size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
             x = x.view(b, 3, 3, *t.size)
             m = F.interpolate(m[:, None].float(), size=t.size, mode="nearest-exact")[:, 0].bool()
-        x, m = self._geometry(x, m, draws[:, :3])
+        x, m = self._geometry(x, m, draws[:, :9].view(b, 3, 3))
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         x = x.sub_(t.mean.to(device)).div_(t.std.to(device))  # (B, 3, 3, H', W'), in place: the same values
-        x.masked_fill_(self._erased(draws[:, 3:].view(b, 3, 4), *t.size), float(t.erase_value))
+        boxes = draws[:, 9:].view(b, 3, 4)
+        erased = self._erased(boxes, *t.size)  # (B, 3, 1, H', W')
+        if t.erase_value == "random":
+            needed = int((boxes[..., 2] * boxes[..., 3]).sum()) * 3
+            if noise is None or tuple(noise.shape) != (needed,):
+                got = "none" if noise is None else tuple(noise.shape)
+                raise ValueError(f"erase_value='random' needs the draws' noise, ({needed},) values; got {got}")
+            # Boxes in (sample, modality, channel, row, col) order: the order the draws concatenate the noise in.
+            x.masked_scatter_(erased.expand_as(x), noise.to(device, x.dtype))
+        else:
+            x.masked_fill_(erased, float(t.erase_value))
         m = m & has_mask.to(device).bool().view(b, 1, 1)
         # Integer patch sums (exact in float32), divided in float64 as reidschemas.tokens.token_fractions does.
         sums = F.avg_pool2d(m[:, None].float(), t.patch, t.stride, divisor_override=1)[:, 0]  # (B, rows, cols)
@@ -330,20 +387,21 @@ class BatchTrainTransform:
         }
 
     def _geometry(self, x: torch.Tensor, m: torch.Tensor, geometry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flip, then crop at (top, left) of the image padded by ``pad`` (zeros / False), per sample: one pad and
-        one ``gather`` over the flattened padded pixels (the flip folded into the column index)."""
+        """Flip, then crop at (top, left) of the image padded by ``pad`` (zeros / False), per sample and modality
+        (``geometry`` (B, 3, 3): (flip, top, left) of rgb, nir, tir): one pad and one ``gather`` over the flattened
+        padded pixels (the flip folded into the column index). The mask takes rgb's geometry."""
         b, h, w = m.shape
         p = self.transform.pad
         hp, wp = h + 2 * p, w + 2 * p
-        flip, top, left = geometry[:, 0].bool(), geometry[:, 1], geometry[:, 2]
-        rows = torch.arange(h, device=x.device) + top.view(b, 1)  # (B, H) rows of the padded image
-        cols = torch.arange(w, device=x.device) + left.view(b, 1)  # (B, W) columns of the flipped, padded image
-        cols = torch.where(flip.view(b, 1), wp - 1 - cols, cols)  # flipping the padded image flips the pad too
-        index = (rows.view(b, h, 1) * wp + cols.view(b, 1, w)).view(b, 1, h * w)  # (B, 1, H * W)
-        padded = F.pad(x.reshape(b, 9, h, w), (p, p, p, p)).view(b, 9, hp * wp)  # (B, 9, Hp * Wp)
-        out = padded.gather(2, index.expand(b, 9, h * w)).view(b, 3, 3, h, w)
-        padded_mask = F.pad(m.view(b, 1, h, w), (p, p, p, p)).view(b, 1, hp * wp)
-        return out, padded_mask.gather(2, index).view(b, h, w)
+        flip, top, left = geometry[..., 0].bool(), geometry[..., 1], geometry[..., 2]  # (B, 3) each
+        rows = torch.arange(h, device=x.device) + top.view(b, 3, 1)  # (B, 3, H) rows of the padded image
+        cols = torch.arange(w, device=x.device) + left.view(b, 3, 1)  # (B, 3, W) columns of the flipped, padded one
+        cols = torch.where(flip.view(b, 3, 1), wp - 1 - cols, cols)  # flipping the padded image flips the pad too
+        index = (rows.view(b, 3, h, 1) * wp + cols.view(b, 3, 1, w)).view(b, 3, 1, h * w)  # (B, 3, 1, H * W)
+        padded = F.pad(x.reshape(b * 3, 3, h, w), (p, p, p, p)).view(b, 3, 3, hp * wp)  # (B, 3, 3, Hp * Wp)
+        out = padded.gather(3, index.expand(b, 3, 3, h * w)).view(b, 3, 3, h, w)
+        padded_mask = F.pad(m.view(b, 1, h, w), (p, p, p, p)).view(b, hp * wp)
+        return out, padded_mask.gather(1, index[:, 0, 0]).view(b, h, w)
 
     @staticmethod
     def _erased(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:

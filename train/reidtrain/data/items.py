@@ -72,7 +72,8 @@ class TrainItems(Dataset):
     model size (or, with ``decode_on="device"``, ``encoded``: the three images' bytes as uint8 tensors, decoded with
     nvJPEG per batch), ``mask`` (H, W) bool when the model reads the token mask (all False without one),
     ``has_mask``, ``draws`` (``TrainTransform.draw`` from a generator seeded with ``seed``: the augmentation does not
-    depend on which worker reads the row), ``cam_index``, ``pid``, ``camid``, ``sceneid``, ``label`` and the model's
+    depend on which worker reads the row; its ``values``, and for ``erase_value="random"`` its ``noise`` as
+    ``noise``), ``cam_index``, ``pid``, ``camid``, ``sceneid``, ``label`` and the model's
     captions. Shards stored at another size than the model's are resized here, on uint8 (``resize_uint8``).
     """
 
@@ -118,7 +119,10 @@ class TrainItems(Dataset):
                 mask = torch.nn.functional.interpolate(mask[None, None].float(), size=self.transform.size,
                                                        mode="nearest-exact")[0, 0].bool()  # fmt: skip
             row["mask"] = mask  # (H, W)
-        row["draws"] = self.transform.draw(torch.Generator().manual_seed(int(seed)))
+        draws = self.transform.draw(torch.Generator().manual_seed(int(seed)))
+        row["draws"] = draws.values
+        if self.transform.erase_value == "random":
+            row["noise"] = draws.noise  # (n,) float32, its length depends on the boxes: concatenated by collate_train
         scene = values["sceneid"]
         row.update(
             cam_index=self.labels.camid_to_index[int(values["camid"])],

@@ -3,7 +3,9 @@
 Measured (``bench/loader.py``, RESULTS.md): on a CPU core the per-sample transform cost more than decoding the three
 JPEGs, so the workers now only read the row, decode (torchvision's libjpeg-turbo), unpack the mask and draw the
 augmentation (``TrainTransform.draw``); ``BatchTrainTransform`` does the rest for the whole batch where the model
-runs, on uint8 until the normalisation, so a batch crosses PCIe at a quarter of the float32 bytes.
+runs, on uint8 until the normalisation, so a batch crosses PCIe at a quarter of the float32 bytes (plus, under
+``erase_fill: noise``, the erased boxes' noise: drawn in the worker from the sample's generator, as the per-sample
+transform draws it).
 ``decode_on="device"`` moves the JPEG decoding to the GPU as well (nvJPEG, one call per batch): for hosts with few
 cores per GPU; not the default until measured on a GPU.
 
@@ -66,11 +68,15 @@ class SeededBatches:
 
 
 def collate_train(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """``default_collate``, except the still encoded images (``decode_on="device"``): kept as B lists of 3 tensors."""
+    """``default_collate``, except the still encoded images (``decode_on="device"``): kept as B lists of 3 tensors,
+    and the erasing noise (one length per sample): concatenated in batch order, as ``BatchTrainTransform`` reads it."""
     encoded = [sample.pop("encoded") for sample in samples] if "encoded" in samples[0] else None
+    noise = torch.cat([sample.pop("noise") for sample in samples]) if "noise" in samples[0] else None
     batch = default_collate(samples)
     if encoded is not None:
         batch["encoded"] = encoded
+    if noise is not None:
+        batch["noise"] = noise
     return batch
 
 
@@ -103,6 +109,7 @@ class DeviceBatches:
             None if mask is None else mask.to(self.device, non_blocking=True),
             batch["has_mask"].to(self.device, non_blocking=True),
             batch["draws"].to(self.device, non_blocking=True),
+            batch.pop("noise").to(self.device, non_blocking=True) if "noise" in batch else None,
         )
         batch["images"] = out["images"]
         if mask is not None:

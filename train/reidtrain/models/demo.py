@@ -24,7 +24,11 @@ Facts taken from the authors' public code where the paper is silent (read for fa
   on the h-th chunk of D_e (c = C / H). This is what the code does and what Table 5's parameter count measures
   (ATMoE adds 2.83 M at C = 512, H = 4; a full C x C expert per decoupled feature, the literal reading of Eq. 14,
   would add 4.2 M). The weighted experts are concatenated expert-major: f = [E_R^1..E_R^H, E_N^1.., ..., E_RNT^H].
-- The activation omega is GELU as the paper says (the code uses QuickGELU, CLIP's sigmoid approximation of it).
+- The activation omega (PIFE, the ATMoE reduction and experts) is GELU as the paper says by default;
+  ``activation="quick_gelu"`` uses CLIP's QuickGELU as the authors' code does.
+- The authors' vehicle configs (RGBNT100, MSVR310) set ``MODEL.DIRECT: 0``: each of f_R, f_N, f_T gets its own
+  BNNeck and classifier and its own CE + triplet loss instead of one head on [f_R, f_N, f_T]
+  (``modality_supervision="per_modality"``; RGBNT201 keeps ``DIRECT: 1``, the concatenation of Eq. 17).
 """
 
 from __future__ import annotations
@@ -35,9 +39,9 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from reidtrain.models.layers.activations import Activation, make_activation
 from reidtrain.models.layers.clip import ClipVisualEncoder, build_clip_visual
 from reidtrain.models.layers.heads import (
     MODALITIES,
@@ -65,11 +69,11 @@ EXPERT_NAMES: tuple[str, ...] = ("R", "N", "T", "RN", "NT", "TR", "RNT")
 class PatchIntegratedExtractor(nn.Module):
     """PIFE for one modality, Eq. 2: f_m = GELU(W_pro(LN([f_cls, AvgPool(F_m)]))), W_pro: 2C -> C."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, activation: Activation = "gelu") -> None:
         super().__init__()
         self.norm = nn.LayerNorm(2 * dim)
         self.proj = nn.Linear(2 * dim, dim)
-        self.act = nn.GELU()
+        self.act = make_activation(activation)
 
     def forward(self, cls_token: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         """cls_token (B, C), patches (B, N, C) -> f_m (B, C)."""
@@ -128,13 +132,16 @@ class AttentionTriggeredMoE(nn.Module):
     alpha_e^h (Eq. 15) and concatenated into f (B, n_d * C).
     """
 
-    def __init__(self, dim: int, num_experts: int = len(EXPERT_SETS), heads: int = 4) -> None:
+    def __init__(
+        self, dim: int, num_experts: int = len(EXPERT_SETS), heads: int = 4, activation: Activation = "gelu"
+    ) -> None:
         super().__init__()
         if heads < 1 or dim % heads:
             raise ValueError(f"ATMoE heads must divide the feature size {dim}, got {heads}")
         self.dim, self.num_experts, self.heads = dim, num_experts, heads
         self.head_dim = dim // heads
-        self.reduce = nn.Sequential(nn.Linear(num_experts * dim, dim), nn.GELU(), nn.BatchNorm1d(dim))  # phi
+        self.reduce = nn.Sequential(nn.Linear(num_experts * dim, dim), make_activation(activation), nn.BatchNorm1d(dim))
+        self.expert_act = make_activation(activation)  # omega of Eq. 14 (no parameters)
         self.query = nn.Linear(dim, dim, bias=False)  # W_q
         self.key = nn.Linear(dim, dim, bias=False)  # W_k
         c = self.head_dim
@@ -158,7 +165,7 @@ class AttentionTriggeredMoE(nn.Module):
         b, e, _ = decoupled.shape
         chunks = decoupled.view(b, e, self.heads, self.head_dim)  # (B, n_d, H, c)
         out = torch.einsum("behi,ehoi->beho", chunks, self.expert_weight) + self.expert_bias  # (B, n_d, H, c)
-        out = self.expert_norm(F.gelu(out).reshape(b, e * self.dim))  # (B, n_d * C)
+        out = self.expert_norm(self.expert_act(out).reshape(b, e * self.dim))  # (B, n_d * C)
         return out.view(b, e, self.heads, self.head_dim)
 
     def forward(self, decoupled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,6 +178,7 @@ class AttentionTriggeredMoE(nn.Module):
 
 
 TestFeature = Literal["all", "moe", "modality"]
+ModalitySupervision = Literal["concat", "per_modality"]
 
 
 @register_model("demo")
@@ -189,6 +197,9 @@ class DeMo(nn.Module):
         hdm_dropout: attention dropout of HDM's cross-attentions (0.1 in the authors' code).
         test_feature: "all" ([f_R, f_N, f_T, f]; without HDM just [f_R, f_N, f_T]), "moe" (f) or "modality"
             ([f_R, f_N, f_T]), all pre-BN.
+        activation: omega of PIFE and ATMoE, "gelu" (paper) or "quick_gelu" (authors' code).
+        modality_supervision: "concat" trains one BNNeck on [f_R, f_N, f_T] (Eq. 17, ``DIRECT: 1``);
+            "per_modality" one BNNeck per modality (``modality_necks``), each with its own loss (``DIRECT: 0``).
     """
 
     def __init__(
@@ -207,8 +218,12 @@ class DeMo(nn.Module):
         hdm_heads: int | None = None,
         hdm_dropout: float = 0.1,
         test_feature: TestFeature = "all",
+        activation: Activation = "gelu",
+        modality_supervision: ModalitySupervision = "concat",
     ) -> None:
         super().__init__()
+        if modality_supervision not in ("concat", "per_modality"):
+            raise ValueError(f"modality_supervision must be 'concat' or 'per_modality', not {modality_supervision!r}")
         if atmoe and not hdm:
             raise ValueError("atmoe=True needs hdm=True: ATMoE weights the decoupled features that HDM produces")
         if test_feature not in ("all", "moe", "modality"):
@@ -222,10 +237,14 @@ class DeMo(nn.Module):
         self.test_feature = test_feature
         self.sie_factor = sie_factor
         self.sie_embed = camera_embedding(num_cameras, self.encoder.width)  # (cameras, width) or None
-        self.pife = nn.ModuleList(PatchIntegratedExtractor(dim) for _ in MODALITIES) if pife else None
+        self.pife = nn.ModuleList(PatchIntegratedExtractor(dim, activation) for _ in MODALITIES) if pife else None
         self.hdm = HierarchicalDecoupling(dim, hdm_heads, hdm_dropout) if hdm else None
-        self.atmoe = AttentionTriggeredMoE(dim, len(EXPERT_SETS), heads) if atmoe else None
-        self.modality_neck = BNNeck(len(MODALITIES) * dim, num_classes)  # on [f_R, f_N, f_T]
+        self.atmoe = AttentionTriggeredMoE(dim, len(EXPERT_SETS), heads, activation) if atmoe else None
+        self.per_modality = modality_supervision == "per_modality"
+        if self.per_modality:  # one head per f_m (DIRECT: 0)
+            self.modality_necks = nn.ModuleList(BNNeck(dim, num_classes) for _ in MODALITIES)
+        else:  # one head on [f_R, f_N, f_T]
+            self.modality_neck = BNNeck(len(MODALITIES) * dim, num_classes)
         self.moe_neck = BNNeck(len(EXPERT_SETS) * dim, num_classes) if hdm else None  # on f
 
     def modality_features(
@@ -249,15 +268,21 @@ class DeMo(nn.Module):
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """images (B, 3 modalities [rgb, nir, tir], 3, H, W), camids (B,) or None.
 
-        Returns ``features`` [f_cat (B, 3C), f (B, 7C)] (pre-BN; only f_cat without HDM), in train mode ``logits``
-        (one per feature), in eval mode ``retrieval`` (see ``test_feature``); with ATMoE also ``expert_weights``
-        (B, H, 7), the gates alpha (Fig. 6). ``missing`` modalities are zeroed before the backbone (Tables 3-4).
+        Returns ``features`` [f_cat (B, 3C), f (B, 7C)] (pre-BN; only f_cat without HDM; with per-modality
+        supervision [f_R, f_N, f_T (each (B, C)), f]), in train mode ``logits`` (one per feature), in eval mode
+        ``retrieval`` (see ``test_feature``); with ATMoE also ``expert_weights`` (B, H, 7), the gates alpha
+        (Fig. 6). ``missing`` modalities are zeroed before the backbone (Tables 3-4).
         """
         images = zero_missing_modalities(images, missing)
         features, patches = self.modality_features(images, camids)  # (B, 3, C), (B, 3, N, C)
         f_cat = features.flatten(1)  # (B, 3C): [f_R | f_N | f_T]
         out: dict[str, torch.Tensor | list[torch.Tensor]] = {}
-        feats, necks = [f_cat], [self.modality_neck]
+        feats: list[torch.Tensor]
+        necks: list[nn.Module]
+        if self.per_modality:
+            feats, necks = list(features.unbind(dim=1)), list(self.modality_necks)  # 3 x (B, C)
+        else:
+            feats, necks = [f_cat], [self.modality_neck]
         if self.hdm is not None:
             decoupled = self.hdm(features, patches)  # (B, 7, C)
             if self.atmoe is not None:
@@ -274,7 +299,7 @@ class DeMo(nn.Module):
         elif self.test_feature == "all":
             out["retrieval"] = torch.cat(feats, dim=1)  # (B, 3C + 7C)
         elif self.test_feature == "moe":
-            out["retrieval"] = feats[1]
+            out["retrieval"] = feats[-1]
         else:
             out["retrieval"] = f_cat
         return out

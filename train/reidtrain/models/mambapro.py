@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from reidtrain.models.layers.activations import Activation
 from reidtrain.models.layers.clip import ClipVisualEncoder, build_clip_visual
 from reidtrain.models.layers.heads import (
     MODALITIES,
@@ -38,7 +39,7 @@ from reidtrain.models.layers.selective_scan import ScanBackend
 from reidtrain.models.layers.sie import camera_bias, camera_embedding
 from reidtrain.models.mambapro_ma import MambaAggregation, MAMode
 from reidtrain.models.mambapro_pfa import ParallelFeedForwardAdapter, run_block
-from reidtrain.models.mambapro_srp import PromptMode, SynergisticResidualPrompt
+from reidtrain.models.mambapro_srp import PromptInit, PromptMode, SynergisticResidualPrompt
 from reidtrain.models.registry import register_model
 
 __all__ = ["MambaPro"]
@@ -55,7 +56,9 @@ class MambaPro(nn.Module):
             with one (0: all, Fig. 9 c).
         srp: prompts; ``num_prompts`` k (4, Fig. 9 a); ``prompt_mode`` "fusion" (SRP) / "synergistic" (SP) /
             "independent" (IP) (Table 4); ``srp_start_layer`` (0: all, Fig. 9 b); ``prompt_identity_paths`` the
-            authors' code's extra identity terms (see ``mambapro_srp``).
+            authors' code's extra identity terms (on; see ``mambapro_srp``); ``prompt_init`` "trunc_normal" or
+            "zeros" (the authors' code).
+        activation: of the PFA and the prompt blocks, "gelu" (paper) or "quick_gelu" (authors' code).
         ma: Mamba Aggregation; ``ma_blocks`` (2, Fig. 9 d); ``ma_mode`` "intra+inter" / "intra" / "inter"
             (Table 6); ``d_state`` (16), ``dt_rank`` (None: ceil(D / 16) = 32, Fig. 8), ``ssm_expand`` (2),
             ``d_conv`` (3).
@@ -84,7 +87,9 @@ class MambaPro(nn.Module):
         num_prompts: int = 4,
         prompt_mode: PromptMode = "fusion",
         srp_start_layer: int = 0,
-        prompt_identity_paths: bool = False,
+        prompt_identity_paths: bool = True,
+        prompt_init: PromptInit = "trunc_normal",
+        activation: Activation = "gelu",
         ma: bool = True,
         ma_blocks: int = 2,
         ma_mode: MAMode = "intra+inter",
@@ -113,13 +118,23 @@ class MambaPro(nn.Module):
         self.sie_embed = camera_embedding(num_cameras, width)  # (cameras, width) or None
         self.pfa_start_layer = pfa_start_layer
         self.pfa = (
-            nn.ModuleList(ParallelFeedForwardAdapter(width, pfa_ratio) for _ in range(pfa_start_layer, depth))
+            nn.ModuleList(
+                ParallelFeedForwardAdapter(width, pfa_ratio, activation) for _ in range(pfa_start_layer, depth)
+            )
             if pfa
             else None
         )
         self.srp = (
             SynergisticResidualPrompt(
-                width, depth, num_prompts, len(MODALITIES), prompt_mode, srp_start_layer, prompt_identity_paths
+                width,
+                depth,
+                num_prompts,
+                len(MODALITIES),
+                prompt_mode,
+                srp_start_layer,
+                prompt_identity_paths,
+                prompt_init,
+                activation,
             )
             if srp
             else None

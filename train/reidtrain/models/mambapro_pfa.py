@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from reidtrain.models.layers.activations import Activation, make_activation
+
 __all__ = ["ParallelFeedForwardAdapter", "run_block"]
 
 
@@ -16,14 +18,14 @@ class ParallelFeedForwardAdapter(nn.Module):
     The hidden layer is wider than the input ("ascending-then-descending"; ratio 2 as the authors' code, which gives
     the paper's 28.34 M parameters for 12 ViT-B layers, Table 3 C). Weights start from trunc_normal(std 0.02) with
     zero biases, as the authors' code; the paper does not zero the output layer, so the adapter is active from the
-    first step. ASSUMED: nn.GELU as the paper writes (the authors' code uses CLIP's QuickGELU).
+    first step. ``activation``: "gelu" as the paper writes, or "quick_gelu" as the authors' code (CLIP's QuickGELU).
     """
 
-    def __init__(self, width: int, ratio: float = 2.0) -> None:
+    def __init__(self, width: int, ratio: float = 2.0, activation: Activation = "gelu") -> None:
         super().__init__()
         hidden = int(width * ratio)
         self.up = nn.Linear(width, hidden)
-        self.act = nn.GELU()
+        self.act = make_activation(activation)
         self.down = nn.Linear(hidden, width)
         for linear in (self.up, self.down):
             nn.init.trunc_normal_(linear.weight, std=0.02)

@@ -15,9 +15,11 @@ best). SRP (Separation) is not implemented: the paper shows it only in Fig. 4.
 
 Facts from the authors' code where the paper is silent: k = 4 (also Fig. 9 a), transfer and residual blocks are
 linear -> GELU -> linear with hidden width/2 (matches Table 4: 2.37 M parameters per layer), trunc_normal(0.02)
-weights and zero biases. ``identity_paths=True`` reproduces two additions found in the authors' code but not in
-Eqs. 6 and 8: p + T(p) for transferred prompts and p_hat + xi(delta(xi(p_hat))) + p for the residual prompt.
-ASSUMED: prompts start from trunc_normal(std 0.02) ("randomly initialized", Sec. SP; the authors' code uses zeros).
+weights and zero biases. ``identity_paths=True`` (the default) reproduces two additions found in the authors' code
+but not in Eqs. 6 and 8: p + T(p) for transferred prompts and p_hat + xi(delta(xi(p_hat))) + p for the residual
+prompt; False is the equations as printed. ``init="zeros"`` starts the prompts at zero as the authors' code does;
+"trunc_normal" (std 0.02) reads "randomly initialized" (Sec. SP) literally. ``activation="quick_gelu"`` is the
+authors' code's QuickGELU in the blocks, "gelu" the paper's.
 """
 
 from __future__ import annotations
@@ -27,18 +29,21 @@ from typing import Literal
 import torch
 from torch import nn
 
+from reidtrain.models.layers.activations import Activation, make_activation
+
 __all__ = ["PromptBlock", "SynergisticResidualPrompt"]
 
 PromptMode = Literal["independent", "synergistic", "fusion"]
+PromptInit = Literal["zeros", "trunc_normal"]
 
 
 class PromptBlock(nn.Module):
     """xi(delta(xi(p))): linear -> GELU -> linear, width -> width/2 -> width (transfer block T, Eq. 6; RP, Eq. 8)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, activation: Activation = "gelu") -> None:
         super().__init__()
         self.fc1 = nn.Linear(width, width // 2)
-        self.act = nn.GELU()
+        self.act = make_activation(activation)
         self.fc2 = nn.Linear(width // 2, width)
         for linear in (self.fc1, self.fc2):
             nn.init.trunc_normal_(linear.weight, std=0.02)
@@ -58,7 +63,9 @@ class SynergisticResidualPrompt(nn.Module):
         num_prompts: k, prompts per modality and layer (N_pr = 4, Fig. 9 a).
         num_modalities: 3 (rgb, nir, tir).
         mode: "fusion" (SRP), "synergistic" (SP) or "independent" (IP), Table 4.
-        identity_paths: add the authors' code's identity terms (module docstring).
+        identity_paths: add the authors' code's identity terms (module docstring; on by default).
+        init: the prompts' initialisation, "zeros" (authors' code) or "trunc_normal" (std 0.02).
+        activation: of the transfer and residual blocks, "gelu" (paper) or "quick_gelu" (authors' code).
     """
 
     def __init__(
@@ -69,26 +76,33 @@ class SynergisticResidualPrompt(nn.Module):
         num_modalities: int = 3,
         mode: PromptMode = "fusion",
         start_layer: int = 0,
-        identity_paths: bool = False,
+        identity_paths: bool = True,
+        init: PromptInit = "trunc_normal",
+        activation: Activation = "gelu",
     ) -> None:
         super().__init__()
         if mode not in ("independent", "synergistic", "fusion"):
             raise ValueError(f"unknown prompt mode {mode!r}; choose independent, synergistic or fusion")
         if not 0 <= start_layer < num_layers:
             raise ValueError(f"start_layer must be in [0, {num_layers}), got {start_layer}")
+        if init not in ("zeros", "trunc_normal"):
+            raise ValueError(f"prompt init must be 'zeros' or 'trunc_normal', not {init!r}")
         self.mode: PromptMode = mode
         self.k, self.num_modalities = num_prompts, num_modalities
         self.start_layer, self.num_layers = start_layer, num_layers
         self.identity_paths = identity_paths
         depth = num_layers - start_layer
-        self.prompts = nn.Parameter(torch.empty(depth, num_modalities, num_prompts, width))  # p_l^m
-        nn.init.trunc_normal_(self.prompts, std=0.02)
+        self.prompts = nn.Parameter(torch.zeros(depth, num_modalities, num_prompts, width))  # p_l^m
+        if init == "trunc_normal":
+            nn.init.trunc_normal_(self.prompts, std=0.02)
         self.transfer = nn.ModuleList()  # [layer][source modality] -> T_l^j
         if mode != "independent":
-            self.transfer.extend(nn.ModuleList(PromptBlock(width) for _ in range(num_modalities)) for _ in range(depth))
+            self.transfer.extend(
+                nn.ModuleList(PromptBlock(width, activation) for _ in range(num_modalities)) for _ in range(depth)
+            )
         self.residual = nn.ModuleList()  # [layer - 1] -> the RP block of layers start_layer + 1 ..
         if mode == "fusion":
-            self.residual.extend(PromptBlock(width) for _ in range(depth - 1))
+            self.residual.extend(PromptBlock(width, activation) for _ in range(depth - 1))
 
     @property
     def tokens_per_modality(self) -> int:

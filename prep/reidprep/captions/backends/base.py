@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
 from reidprep.stage import StageAbort
+
+requests_done: ContextVar[Callable[[int], None] | None] = ContextVar("requests_done", default=None)
+"""Set by the captions stage around a batch: backends call it with the number of requests just answered (or
+failed, or found in the cache), so the progress bar moves while a chunk's requests are in flight."""
+
+
+def done_counter() -> Callable[[int], None]:
+    """The current batch's ``requests_done`` callback, or a no-op (capture it before handing work to threads)."""
+    return requests_done.get() or (lambda _n: None)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from reidprep.captions.backends.base import (
     ChatRequest,
     FatalBackendError,
     RequestFailure,
+    done_counter,
 )
 from reidschemas.config import OpenAIConfig
 
@@ -240,10 +241,17 @@ class OpenAIBackend(ChatBackend):
         if not self._reached:
             self._preflight()
         workers = min(self.config.max_concurrency, len(requests))
+        tick = done_counter()
         if workers == 1:
-            return [self._request(r) for r in requests]
+            replies = []
+            for request in requests:
+                replies.append(self._request(request))
+                tick(1)
+            return replies
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai") as pool:
             futures = [pool.submit(self._request, r) for r in requests]
+            for future in futures:
+                future.add_done_callback(lambda _: tick(1))
             try:
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)  # a fatal error anywhere stops the batch
                 for error in (f.exception() for f in done):

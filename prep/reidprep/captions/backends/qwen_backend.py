@@ -45,6 +45,7 @@ from reidprep.captions.backends.base import (
     ChatRequest,
     FatalBackendError,
     RequestFailure,
+    done_counter,
 )
 from reidschemas.config import QwenConfig
 
@@ -224,6 +225,7 @@ class QwenBackend(ChatBackend):
     def generate(self, requests: Sequence[ChatRequest]) -> list[ChatReply | RequestFailure]:
         results: list[ChatReply | RequestFailure] = []
         start = 0
+        done = done_counter()
         while start < len(requests):
             batch = requests[start : start + self.batch_size]
             try:
@@ -234,6 +236,7 @@ class QwenBackend(ChatBackend):
                 log.warning("qwen: CUDA out of memory on %d requests; batch size now %d", len(batch), self.batch_size)
                 continue  # the same requests again, in smaller batches
             start += len(batch)
+            done(len(batch))
         return results
 
     def _answer(self, batch: Sequence[ChatRequest]) -> list[ChatReply | RequestFailure]:

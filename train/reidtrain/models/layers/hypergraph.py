@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["HypergraphConv", "HypergraphFusion", "similarity_incidence"]
+__all__ = ["HypergraphConv", "HypergraphFusion", "incidence_density", "similarity_incidence"]
 
 _SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) == 1
 
@@ -39,8 +39,20 @@ def similarity_incidence(nodes: torch.Tensor, tau: float) -> torch.Tensor:
     return torch.maximum(incidence, eye)  # every node lies in its own hyperedge (guards against rounding)
 
 
+def incidence_density(incidence: torch.Tensor) -> torch.Tensor:
+    """The share of node pairs (i != j) that share a similarity hyperedge, per sample: H (B, V, V) -> (B,).
+
+    1 means every node joins every hyperedge: the convolution then averages all nodes alike (CHI degenerates)."""
+    v = incidence.shape[-1]
+    off_diagonal = incidence.sum((-2, -1)) - incidence.diagonal(dim1=-2, dim2=-1).sum(-1)  # (B,)
+    return off_diagonal / max(v * (v - 1), 1)
+
+
 class HypergraphConv(nn.Module):
     """One hypergraph convolution with residual (module docstring): nodes (B, V, D) -> (B, V, D)."""
+
+    stats_prefix = "chi"
+    """``metrics.jsonl`` names its epoch statistics ``chi_<stat>`` (``chi<i>_<stat>`` with several layers)."""
 
     def __init__(self, dim: int, num_nodes: int, tau: float = 0.5) -> None:
         super().__init__()
@@ -50,6 +62,18 @@ class HypergraphConv(nn.Module):
         self.theta = nn.Linear(dim, dim, bias=False)  # Theta
         self.edge_weight = nn.Parameter(torch.full((num_nodes,), _SOFTPLUS_ONE))  # w_e = softplus(.) , (E,)
         self.node_bias = nn.Parameter(torch.zeros(num_nodes, dim))  # b_i, (V, D)
+        # training-time incidence density, summed on the device (no sync per step) until pop_epoch_stats()
+        self._density_sum: torch.Tensor | None = None
+        self._density_count = 0
+
+    def pop_epoch_stats(self) -> dict[str, float]:
+        """``{"density": mean share of node pairs sharing a hyperedge}`` over the training samples seen since the
+        last call ({} when none), then reset. The trainer logs it per epoch (``chi_density`` in metrics.jsonl)."""
+        if self._density_sum is None or not self._density_count:
+            return {}
+        mean = float(self._density_sum) / self._density_count
+        self._density_sum, self._density_count = None, 0
+        return {"density": mean}
 
     def weights(self) -> torch.Tensor:
         """The hyperedge weights w_e (E,), positive."""
@@ -68,6 +92,10 @@ class HypergraphConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         incidence = similarity_incidence(x, self.tau)  # (B, V, E)
+        if self.training:
+            density = incidence_density(incidence).sum()  # () summed over the batch
+            self._density_sum = density if self._density_sum is None else self._density_sum + density
+            self._density_count += incidence.shape[0]
         out = F.relu(self.propagate(x, incidence) + self.node_bias.to(x.dtype))  # Eq. 15
         return x + out  # Eq. 16
 
