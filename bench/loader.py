@@ -15,6 +15,9 @@ of DataLoader workers (persistent), one warm-up pass, then the best of ``--repea
 - batched, decode on device: the same with JPEG decoded per batch by ``torchvision.io.decode_jpeg`` on the device
   (nvJPEG on CUDA; on CPU, in the main process).
 
+``--authors-options``: our paths with the DeMo / MambaPro recipes' input options (0.5 pixel statistics, erasing
+filled with per-pixel noise, flip and crop per modality); the reference row stays as above.
+
     python bench/loader.py --workers 2
     python bench/loader.py --device cuda --workers 8 --ids 60 --p 16 --k 4
 """
@@ -44,6 +47,7 @@ from reidschemas.config import MasksConfig, ShardsConfig
 from reidtrain.data.augment import CLIP_MEAN, CLIP_STD, TrainTransform
 from reidtrain.data.items import ShardItems
 from reidtrain.data.loader import DeviceBatches, train_loader
+from reidtrain.data.normalize import HALF
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import ShardDataset
 
@@ -108,6 +112,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--authors-options", action="store_true", help="0.5 statistics, noise erasing, per modality")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -123,7 +128,11 @@ def main() -> None:
         ids = dataset.column("sample_id")
         paths = [(records[s].rgb_path, records[s].nir_path, records[s].tir_path) for s in ids]
         sampler = PKSampler(dataset.pids, args.p, args.k, seed=0)
-        transform = TrainTransform(size=SIZE)
+        transform = (
+            TrainTransform(size=SIZE, mean=HALF, std=HALF, erase_value="random", geometry="per_modality")
+            if args.authors_options
+            else TrainTransform(size=SIZE)
+        )
         pinned = device.type == "cuda"
         common = {"num_workers": args.workers, "persistent_workers": args.workers > 0, "pin_memory": pinned}
         reference = ReferenceItems(paths, [labels.pid_to_label[int(p)] for p in dataset.pids])
@@ -144,7 +153,8 @@ def main() -> None:
         }
         where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
         print(f"{len(dataset)} train triplets, batches {args.p}x{args.k}, {args.workers} workers, "
-              f"{args.threads} main-process threads, images to {where}")  # fmt: skip
+              f"{args.threads} main-process threads, images to {where}"
+              f"{', authors options' if args.authors_options else ''}")  # fmt: skip
         rates = {}
         for name, make in paths_to_time.items():
             seconds, samples = timed(make, device, args.repeats)
