@@ -3,11 +3,14 @@
 Runs the trainer's own pieces (``ShardItems`` over the shards, ``PKSampler``, ``DataLoader``, the model, the
 ``ReIDObjective``, Adam with the recipe's parameter groups, ``train_one_epoch``) on shards of the synthetic dataset
 and splits the wall time into waiting for batches (data) and the rest (compute). The first ``--warmup`` steps are
-run and not counted. Default: the baseline at ViT-B/16 size (random init), 256x128 persons.
+run and not counted. Default: the baseline at ViT-B/16 size (random init), 256x128 persons. The data path is the
+trainer's (``reidtrain.data.loader``: decode in the workers, augmentation per batch on the device); ``--compile``
+wraps the model in ``torch.compile`` (off in the trainer until it measurably helps on a GPU).
 
     python bench/train_step.py                                   # CPU, ViT-B-16, batch 8 (P=4 x K=2)
     python bench/train_step.py --device cuda --p 8 --k 8 --amp bf16 --workers 8
     python bench/train_step.py --backbone tiny --image-size 64 32
+    python bench/train_step.py --model stmi --device cuda --p 16 --k 4 --workers 8 --compile
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from reidprep.synth import generate_dataset
 from reidschemas.config import ShardsConfig
 from reidtrain.batch import model_inputs, shard_columns
 from reidtrain.data.augment import TrainTransform
-from reidtrain.data.items import ShardItems
+from reidtrain.data.items import TrainItems
+from reidtrain.data.loader import DeviceBatches, collate_train
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import ShardDataset
 from reidtrain.losses import ReIDObjective
@@ -56,6 +60,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--ids", type=int, default=24)
     parser.add_argument("--images-per-id", type=int, default=8)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (compiled in the warm-up)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,14 +86,23 @@ def main() -> None:
         )
         objective = ReIDObjective(labels.num_classes)
         sampler = PKSampler(train_set.pids, args.p, args.k, seed=0)
-        items = ShardItems(train_set, TrainTransform(size=tuple(args.image_size)), labels, inputs, with_labels=True)
-        batches = [b.tolist() for b in sampler.batches()]
-        while len(batches) < args.warmup + args.steps:  # more epochs' batches when one epoch is short
+        transform = TrainTransform(size=tuple(args.image_size))
+        items = TrainItems(train_set, transform, labels, inputs)
+        plain = [b.tolist() for b in sampler.batches()]
+        while len(plain) < args.warmup + args.steps:  # more epochs' batches when one epoch is short
             sampler.set_epoch(sampler.epoch + 1)
-            batches += [b.tolist() for b in sampler.batches()]
+            plain += [b.tolist() for b in sampler.batches()]
+        seeds = iter(range(10**9))  # one augmentation seed per sample, as SeededBatches
+        batches = [[(index, next(seeds)) for index in batch] for batch in plain]
+        image_format = str(train_set.column("image_format")[0])
 
-        def loader(part: list[list[int]]) -> DataLoader:
-            return DataLoader(items, batch_sampler=part, num_workers=args.workers, pin_memory=device.type == "cuda")
+        def loader(part: list[list[tuple[int, int]]]) -> DeviceBatches:
+            data = DataLoader(items, batch_sampler=part, num_workers=args.workers, collate_fn=collate_train,
+                              pin_memory=device.type == "cuda")  # fmt: skip
+            return DeviceBatches(data, transform, device, image_format)
+
+        if args.compile:
+            model = torch.compile(model)  # type: ignore[assignment]
 
         amp = autocast_dtype(device, args.amp)
         scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
@@ -110,6 +124,7 @@ def main() -> None:
     print(
         f"{args.model} / {args.backbone} ({params:.1f} M parameters), {args.image_size[0]}x{args.image_size[1]}, "
         f"batch {args.p}x{args.k} triplets, {where}, precision {amp or torch.float32}, workers {args.workers}"
+        f"{', torch.compile' if args.compile else ''}"
     )
     print(
         f"  {args.steps} steps, {samples} samples in {wall:.2f} s: {samples / wall:.2f} samples/s "

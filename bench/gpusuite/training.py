@@ -4,8 +4,9 @@ Shards: synthetic persons (RGBNT201 layout) through the real prep pipeline (``re
 masks, heuristic captions, build-shards), as ``tests/train/conftest.py`` builds them, so every model finds the masks
 and captions it reads.
 
-Training steps: the trainer's own pieces (``ShardItems`` + ``TrainTransform`` over the shards, ``PKSampler``, the real
-``DataLoader`` with worker processes, ``ReIDObjective``, the recipe's optimizer and parameter groups, and
+Training steps: the trainer's own pieces (``TrainItems`` over the shards with the recipe's ``train_transform``,
+``PKSampler``, the real ``DataLoader`` with worker processes, augmentation per batch on the device (``DeviceBatches``),
+``ReIDObjective``, the recipe's optimizer and parameter groups, and
 ``train_one_epoch`` itself) with each model's recipe: its backbone (ViT-B/16), 256x128 input, P x K batch, bf16
 autocast on CUDA. Weights are random. ``warmup`` steps run first (worker start-up, cuDNN/kernel choice) and are not
 counted; the workers stay alive (``persistent_workers``) for the timed steps. Figures:
@@ -41,8 +42,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from reidschemas.config import TrainConfig
 from reidtrain.batch import model_inputs, shard_columns
-from reidtrain.data.augment import TrainTransform
-from reidtrain.data.items import ShardItems
+from reidtrain.data.augment import train_transform
+from reidtrain.data.items import TrainItems
+from reidtrain.data.loader import DeviceBatches, collate_train
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import ShardDataset
 from reidtrain.losses import ReIDObjective
@@ -100,10 +102,10 @@ def step_recipe(model: str, tiny: bool) -> tuple[str, TrainRecipe]:
 class _Plan:
     """A DataLoader ``batch_sampler`` whose batches can be replaced between passes (the workers stay alive)."""
 
-    def __init__(self, batches: list[list[int]]) -> None:
+    def __init__(self, batches: list[list[tuple[int, int]]]) -> None:
         self.batches = batches
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         return iter(self.batches)
 
     def __len__(self) -> int:
@@ -146,20 +148,25 @@ def step_row(
     )
     optimizer = make_optimizer(recipe.optimizer, groups, recipe.momentum)
     sampler = PKSampler(train_set.pids, recipe.ids_per_batch, recipe.instances_per_id, seed=0)
-    transform = TrainTransform(
-        size=recipe.image_size, flip_p=recipe.augment.flip_p, pad=recipe.augment.pad, erase_p=recipe.augment.erase_p
-    )
-    items = ShardItems(train_set, transform, labels, inputs, with_labels=True)
-    batches: list[list[int]] = []
-    while len(batches) < warmup + steps + 1:  # more epochs' batches when one epoch is short
-        batches += [b.tolist() for b in sampler.batches()]
+    transform = train_transform(recipe)
+    items = TrainItems(train_set, transform, labels, inputs)
+    plain: list[list[int]] = []
+    while len(plain) < warmup + steps + 1:  # more epochs' batches when one epoch is short
+        plain += [b.tolist() for b in sampler.batches()]
         sampler.set_epoch(sampler.epoch + 1)
+    seeds = iter(range(10**9))  # one augmentation seed per sample, as SeededBatches gives them
+    batches = [[(index, next(seeds)) for index in batch] for batch in plain]
     plan = _Plan(batches[:warmup])
     cuda = device.type == "cuda"
-    loader = DataLoader(items, batch_sampler=plan, num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
+    image_format = str(train_set.column("image_format")[0])
+    loader = DeviceBatches(
+        DataLoader(items, batch_sampler=plan, num_workers=workers, collate_fn=collate_train, pin_memory=cuda,
+                   persistent_workers=workers > 0),
+        transform, device, image_format,
+    )  # fmt: skip
     amp = autocast_dtype(device, recipe.amp)
 
-    def train(data: DataLoader) -> dict[str, float]:
+    def train(data: DeviceBatches) -> dict[str, float]:
         return train_one_epoch(
             model, data, objective, optimizer, device, progress=False, amp_dtype=amp, grad_clip=recipe.grad_clip
         )
@@ -169,7 +176,8 @@ def step_row(
     with peak_memory(device) as peak:
         wall, result = timed(partial(train, loader), device)
     with FlopCounterMode(display=False) as counter:  # one more step, in this process (no workers to count in)
-        train(DataLoader(items, batch_sampler=[batches[-1]], num_workers=0))
+        train(DeviceBatches(DataLoader(items, batch_sampler=[batches[-1]], collate_fn=collate_train), transform,
+                            device, image_format))  # fmt: skip
     flops_per_step = counter.get_total_flops()
     peak_flops, peak_note = peak_bf16_flops(device)
     step_s = wall / steps

@@ -286,7 +286,9 @@ class TrainConfig(_Section):
     val_ids: int = Field(
         0, ge=0, description="training ids held out as a validation split that chooses best.pt (0: none, best on test)"
     )
-    workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes (unset: 0 on CPU; on CUDA one per core but one, at most 8)"
+    )
     # fit's refusals (reidtrain.preflight), each with its override
     allow_orientation_mismatch: bool = Field(
         False, description="train at an image size whose orientation (portrait/landscape) contradicts the shards'"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reidschemas.tokens import token_fractions, token_mask
-from reidtrain.data.augment import CLIP_MEAN, CLIP_STD, EvalTransform, TrainTransform
+from reidtrain.data.augment import CLIP_MEAN, CLIP_STD, BatchTrainTransform, EvalTransform, TrainTransform
 
 H, W = 64, 32
 SIZE = (H, W)
@@ -146,6 +146,67 @@ def test_generator_reproducible_and_batch_collates():
         assert torch.equal(a[key], b[key])
     batch = torch.utils.data.default_collate([a, b])
     assert batch["images"].shape == (2, 3, 3, H, W) and batch["has_mask"].shape == (2,)
+
+
+HALF = (0.5, 0.5, 0.5)  # the DeMo / MambaPro pixel statistics
+OPTIONS = {  # recipe input options: pixel statistics, geometry, erasing fill
+    "clip, shared, mean fill": {},
+    "other stats, per-modality": {"mean": (0.4, 0.5, 0.6), "std": (0.2, 0.3, 0.25), "geometry": "per_modality"},
+    "half stats, noise fill": {"mean": HALF, "std": HALF, "erase_value": "random"},
+    "authors' (DeMo/MambaPro)": {"mean": HALF, "std": HALF, "erase_value": "random", "geometry": "per_modality"},
+}
+
+
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+@pytest.mark.parametrize(
+    ("stored", "pad", "erase_p"),
+    [((H, W), 10, 0.5), ((H, W), 0, 1.0), ((80, 40), 4, 0.5)],  # (80, 40): resized to SIZE first
+)
+def test_batch_transform_equals_the_per_sample_path_for_the_same_draws(stored, pad, erase_p, options):
+    """BatchTrainTransform on a batch == TrainTransform sample by sample, given each sample's draws (bit for bit),
+    for every recipe option the per-sample transform has."""
+    rng = np.random.default_rng(1)
+    n = 8
+    images = rng.integers(0, 256, size=(n, 3, *stored, 3), dtype=np.uint8)
+    masks = rng.random((n, *stored)) > 0.6
+    has_mask = torch.tensor([i % 4 != 3 for i in range(n)])  # some rows without a mask
+    transform = TrainTransform(size=SIZE, pad=pad, erase_p=erase_p, patch=8, stride=4, token_threshold=0.3, **options)
+    expected = [transform(images[i], masks[i] if has_mask[i] else None, seed=100 + i) for i in range(n)]
+    drawn = [transform.draw(torch.Generator().manual_seed(100 + i)) for i in range(n)]
+    draws = torch.stack([d.values for d in drawn])
+    assert {int(f) for f in draws[:, 0]} == {0, 1}  # both flips are in the batch
+    per_modality = bool((draws[:, 0:3] != draws[:, 6:9]).any())  # rgb's geometry vs tir's
+    assert per_modality == (options.get("geometry") == "per_modality")
+    noise = torch.cat([d.noise for d in drawn])
+    assert (len(noise) > 0) == (options.get("erase_value") == "random")
+    batch = torch.from_numpy(images).permute(0, 1, 4, 2, 3)  # (n, 3, 3, h, w)
+    masked = torch.from_numpy(masks) & has_mask.view(n, 1, 1)
+    got = BatchTrainTransform(transform)(batch, masked, has_mask, draws, noise if len(noise) else None)
+    for key in expected[0]:
+        assert torch.equal(got[key], torch.stack([e[key] for e in expected])), key
+
+
+def test_draws_follow_the_per_sample_order():
+    """draw() makes __call__'s draws in __call__'s order: geometry (once, or rgb, nir, tir in turn), then per
+    modality whether and where to erase and, for noise fill, the box's noise."""
+    for geometry in ("shared", "per_modality"):
+        transform = TrainTransform(size=SIZE, erase_p=1.0, patch=8, stride=8, geometry=geometry)
+        draws = transform.draw(torch.Generator().manual_seed(5)).values
+        generator = torch.Generator().manual_seed(5)
+        times = 1 if geometry == "shared" else 3
+        geometries = [transform.sample_geometry(generator) for _ in range(times)] * (3 // times)
+        assert draws[:9].tolist() == [v for g in geometries for v in (int(g.flip), g.top, g.left)]
+        boxes = draws[9:].view(3, 4)  # (top, left, h, w) per modality, inside the image
+        assert bool((boxes[:, 2] > 0).all()) and bool((boxes[:, 0] + boxes[:, 2] <= H).all())
+        assert bool((boxes[:, 1] + boxes[:, 3] <= W).all())
+    noisy = TrainTransform(size=SIZE, erase_p=1.0, erase_value="random", patch=8, stride=8)
+    drawn = noisy.draw(torch.Generator().manual_seed(5))
+    boxes = drawn.values[9:].view(3, 4)
+    assert drawn.noise.shape == (3 * int((boxes[:, 2] * boxes[:, 3]).sum()),)
+    images = np.zeros((1, 3, H, W, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="noise"):  # the noise is part of the draws: refused without it
+        BatchTrainTransform(noisy)(torch.from_numpy(images).permute(0, 1, 4, 2, 3), None, torch.tensor([False]),
+                                   drawn.values[None])  # fmt: skip
 
 
 def test_per_modality_geometry_draws_each_modality_on_its_own_and_the_mask_follows_rgb():

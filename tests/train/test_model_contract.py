@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from reidtrain.batch import MODEL_INPUTS, model_inputs
 from reidtrain.losses import ReIDObjective
@@ -100,3 +101,35 @@ def test_sie_follows_each_sample_through_the_modality_flattening(name: str) -> N
         other_cameras = model(images, camids=camids.flip(0), **kwargs)["retrieval"]
     torch.testing.assert_close(out_perm, out[perm])
     assert not torch.allclose(other_cameras, out)  # the camera does change the feature
+
+
+@pytest.mark.parametrize("name", sorted(list_models()))
+def test_every_standard_attention_calls_scaled_dot_product_attention(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ``nn.MultiheadAttention`` a model runs in training (open_clip's blocks and ours pass
+    ``need_weights=False``) goes through ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels on
+    CUDA), never the explicit softmax(QK^T) path; only STMI's SFM layers compute their own scores (they need the
+    score matrix). A counting wrapper around the real function tells which module called it."""
+    calls: list[int] = []
+    real = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)  # looked up at call time by F's MHA
+    torch.manual_seed(0)
+    model = create_model(
+        name, num_classes=CLASSES, num_cameras=2, backbone="tiny", image_size=SIZE, require_pretrained=False
+    ).train()
+    ran: dict[str, list[bool]] = {}
+    for module_name, module in model.named_modules():
+        if isinstance(module, torch.nn.MultiheadAttention):
+            module.register_forward_pre_hook(lambda m, a, n=module_name: ran.setdefault(n, []).append(len(calls)))
+            module.register_forward_hook(lambda m, a, o, n=module_name: ran[n].append(len(calls) > ran[n].pop()))
+    images, camids = torch.randn(B, 3, 3, *SIZE), torch.tensor([0, 1, 0, 1])
+    model(images, camids=camids, **_inputs(model))
+    assert ran, f"{name} ran no nn.MultiheadAttention"
+    slow = sorted(n for n, used in ran.items() if not all(used))
+    assert not slow, f"{name}: attention without scaled_dot_product_attention in {slow}"

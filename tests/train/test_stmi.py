@@ -23,6 +23,7 @@ from reidtrain.models.stmi import (
     SemanticTokenReallocation,
     SFMGates,
     foreground_relation,
+    modulated_scores,
     modulation,
     perturb_mask,
     sfm_attention,
@@ -87,6 +88,29 @@ def test_modulation_matches_equations_4_to_7_elementwise() -> None:
                     else:
                         expected[b, h, i, j] = -beta[h] * (row[j] - row.min())
     torch.testing.assert_close(s, expected)
+
+
+@pytest.mark.parametrize("per_head", [True, False])
+def test_fused_scores_equal_the_paper_form_with_gradients(per_head: bool) -> None:
+    """modulated_scores (one aminmax pass, two lerps) == A + modulation(A) (Eqs. 4-7 as written), values and the
+    gradients of A, alpha and beta; and in bf16 within bf16 rounding of the fp32 result."""
+    g = torch.Generator().manual_seed(4)
+    scores = (torch.randn(3, 4, 9, 9, generator=g) * 3).requires_grad_()
+    relation = foreground_relation(torch.rand(3, 8, generator=g) > 0.5)  # (3, 9, 9) 0/1
+    width = 4 if per_head else 1
+    alpha = (torch.rand(width, generator=g) * 0.5).requires_grad_()
+    beta = (torch.rand(width, generator=g) * 0.5).requires_grad_()
+    upstream = torch.randn(3, 4, 9, 9, generator=g)
+    fused = modulated_scores(scores, relation.bool(), alpha, beta)
+    reference = scores + modulation(scores, relation, alpha, beta)
+    torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)
+    grads = torch.autograd.grad((fused * upstream).sum(), (scores, alpha, beta))
+    expected = torch.autograd.grad((reference * upstream).sum(), (scores, alpha, beta))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    low = modulated_scores(scores.detach().bfloat16(), relation.bool(), alpha.detach(), beta.detach())
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), reference.detach(), atol=0.1, rtol=2e-2)
 
 
 def test_sfm_with_zero_gates_is_open_clips_own_block() -> None:

@@ -168,7 +168,8 @@ WorkdirOption = Annotated[
 ]
 DeviceOption = Annotated[str | None, typer.Option(help="cpu or cuda.", show_default=_TRAIN_DEFAULTS.device)]
 WorkersOption = Annotated[
-    int | None, typer.Option(help="DataLoader worker processes.", show_default=str(_TRAIN_DEFAULTS.workers))
+    int | None,
+    typer.Option(help="DataLoader worker processes.", show_default="0 on CPU; on CUDA one per core but one, at most 8"),
 ]
 
 
@@ -399,10 +400,10 @@ def eval_(
         if every_setting and (save_features or save_distances):
             raise ValueError("--save-features/--save-distances save one setting: pass --missing none, one or two")
         if every_setting:
-            result = evaluate_missing_all(run, checkpoint, shards, train.device, train.workers, progress=progress)
+            result = evaluate_missing_all(run, checkpoint, shards, train.device, train.workers or 0, progress=progress)
         else:
             result = evaluate_run(
-                run, checkpoint, absent, shards, train.device, train.workers, rank_list, top_k,
+                run, checkpoint, absent, shards, train.device, train.workers or 0, rank_list, top_k,
                 save_features=save_features, save_distances=save_distances, progress=progress,
             )  # fmt: skip
     from reidschemas import describe_protocol

@@ -22,10 +22,14 @@ Every file is written atomically and durably (``reidtrain.atomic``); a full disk
 (one line naming the file and the bytes needed) and leaves the last finished epoch's files whole. A damaged
 ``last.pt`` is refused with the way out (delete it to start over, or restore a copy).
 
-Determinism: everything random is seeded from ``seed``: model init, PK order (``PKSampler(seed)``, per epoch), and
-every epoch reseeds Python, numpy and torch from (seed, epoch, rank) before its first batch, which drives the
-augmentation, dropout and the DataLoader worker seeds. So a run stopped after epoch e and resumed gives the same
-weights as one that never stopped (on CPU), without restoring RNG states (``last.pt`` still records them).
+Determinism: everything random is seeded from ``seed``: model init, PK order (``PKSampler(seed)``, per epoch), each
+sample's augmentation (its own seed from (seed, epoch, rank, position): ``reidtrain.data.loader``, whatever the
+number of workers), and every epoch reseeds Python, numpy and torch from (seed, epoch, rank) before its first batch,
+which drives dropout. So a run stopped after epoch e and resumed gives the same weights as one that never stopped
+(on CPU), without restoring RNG states (``last.pt`` still records them).
+
+Data: the DataLoader workers read and decode; augmentation runs per batch on the training device
+(``reidtrain.data.loader``). ``workers`` unset: 0 on CPU, on CUDA one per core but one, at most 8 (printed).
 
 Precision: fp32 on CPU; on CUDA the recipe's ``amp`` (bf16 autocast by default, fp16 with a gradient scaler, or off).
 ``grad_clip`` clips the global gradient norm. Under ``torchrun`` (``reidtrain.distributed``) each rank trains its own
@@ -70,7 +74,7 @@ from reidschemas.safeio import disk_full_guard
 from reidtrain.atomic import UnreadableRunFile, append_line, atomic_save, atomic_write_text, read_checkpoint, read_json
 from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import train_transform
-from reidtrain.data.items import ShardItems
+from reidtrain.data.loader import DeviceBatches, auto_workers, train_loader
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import LabelMap, ShardDataset, ShardIndex
 from reidtrain.data.valsplit import ValSplit, choose_val_ids, split_val, train_labels
@@ -251,7 +255,7 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
 
 def train_one_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    loader: DataLoader | DeviceBatches,
     objective: ReIDObjective,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
@@ -451,6 +455,7 @@ def _fit(
     lock: RunLock,
 ) -> FitSummary:
     assert options.shards is not None and options.output is not None and options.epochs is not None  # resolve_run
+    workers = options.workers if options.workers is not None else auto_workers(device)
     if options.output.is_dir():
         lock.take()  # refuse a second fit before it builds a model
     shards = options.shards
@@ -481,7 +486,7 @@ def _fit(
         raise FitRefused(f"{shards}: {'; '.join(problems)}")
     lock.take()  # before last.pt is read and anything is written
     params = (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
-    config = config_record(options, recipe, labels, index_only.index.info)
+    config = config_record(options.model_copy(update={"workers": workers}), recipe, labels, index_only.index.info)
     config["parameters"] = {"trainable": params[0], "total": params[1]}
     config["val_pids"] = list(val_pids)
     config["world_size"] = env.world_size
@@ -489,6 +494,8 @@ def _fit(
     last_path = run / LAST
     for line in start_block(options, recipe.image_size, params, inputs, facts):
         echo(line)
+    if options.workers is None:
+        echo(f"data: {workers} DataLoader workers (chosen for {device.type}; set with --workers)")
 
     start_epoch = 0
     state: dict[str, Any] | None = None
@@ -554,13 +561,8 @@ def _fit(
         rank=env.rank,
         world_size=env.world_size,
     )
-    transform = train_transform(recipe)
-    loader = DataLoader(
-        ShardItems(train_set, transform, labels, inputs, with_labels=True),
-        batch_sampler=sampler.batch_sampler(),
-        num_workers=options.workers,
-        pin_memory=device.type == "cuda",
-    )
+    transform = train_transform(recipe)  # the recipe's size, pixel statistics, flip/pad/erasing and their options
+    loader = train_loader(train_set, transform, labels, inputs, sampler, device, workers)
 
     selected_on = "val" if val is not None else "test"
     best_map, best_epoch, last_map = -1.0, 0, float("nan")  # best_map: the selecting mAP (val, else test)
@@ -625,7 +627,7 @@ def _fit(
             val_result: EvalResult | None = None
             if env.is_main:
                 ranking, val_ranking = _rank(
-                    model, shards, recipe, device, options.workers, labels, index_only.index, val,
+                    model, shards, recipe, device, workers, labels, index_only.index, val,
                     progress=progress, desc=f"epoch {epoch} eval",
                 )  # fmt: skip
                 result = score(ranking)

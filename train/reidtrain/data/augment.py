@@ -14,6 +14,15 @@ crop, normalise, random erasing 0.5. Two choices are made explicit here:
 
 The patch token mask (``reidschemas.tokens``) is recomputed from the augmented mask, so it matches the patches the
 ViT actually sees. All modalities go through each op as one (3, 3, H, W) batch; no PIL, no per-modality resize.
+
+Two ways to run the training transform, with the same random draws and the same result:
+
+- per sample, :class:`TrainTransform` on (3, H, W, 3) uint8 numpy arrays (the reference);
+- per batch, :class:`BatchTrainTransform` on (B, 3, 3, H, W) uint8 tensors on any device (the trainer's path: the
+  DataLoader workers only decode and draw, ``TrainTransform.draw``; flip, pad-crop, normalisation, erasing and the
+  token mask run once for the whole batch where the model runs). Given the same draws both give the same tensors,
+  for every recipe option (pixel statistics, ``geometry``, ``erase_value`` incl. ``"random"``: the erasing noise is
+  part of the draws, drawn in the worker from the sample's generator exactly where ``__call__`` draws it).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict
 
 import numpy as np
 import torch
@@ -36,7 +45,10 @@ if TYPE_CHECKING:
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
+    "DRAW_SIZE",
     "AugmentedTriplet",
+    "BatchTrainTransform",
+    "Draws",
     "EvalTransform",
     "Geometry",
     "TrainTransform",
@@ -44,6 +56,17 @@ __all__ = [
 ]
 
 GeometryMode = Literal["shared", "per_modality"]
+
+DRAW_SIZE = 3 * 3 + 3 * 4
+"""Integers of one sample's draws (``TrainTransform.draw``): (flip, top, left) of each modality (rgb, nir, tir; the
+same three under ``geometry="shared"``), then (top, left, h, w) of each modality's erased box (h = w = 0: none)."""
+
+
+class Draws(NamedTuple):
+    """Every random draw of one sample (``TrainTransform.draw``), for ``BatchTrainTransform``."""
+
+    values: torch.Tensor  # (DRAW_SIZE,) int64: geometry per modality, then the erased boxes
+    noise: torch.Tensor  # (n,) float32: erase_value="random"'s fill of the boxes in turn, each (3, h, w) row-major
 
 
 class AugmentedTriplet(TypedDict):
@@ -234,6 +257,27 @@ class TrainTransform(_TripletTransform):
                 region.fill_(float(self.erase_value))
         return images
 
+    def draw(self, generator: torch.Generator | None = None) -> Draws:
+        """Every random draw of one sample, in the order :meth:`__call__` makes them (the erasing noise included).
+
+        So ``BatchTrainTransform`` given these draws computes what ``__call__`` computes from the same generator state.
+        """
+        if self.geometry == "shared":
+            geometries = [self.sample_geometry(generator)] * 3
+        else:  # rgb, nir, tir in turn
+            geometries = [self.sample_geometry(generator) for _ in range(3)]
+        values = [v for g in geometries for v in (int(g.flip), g.top, g.left)]
+        noise: list[torch.Tensor] = []
+        for _ in range(3):  # as erase(): whether to erase this modality, where, then (for "random") the fill
+            box = None
+            if torch.rand((), generator=generator) < self.erase_p:
+                box = self._erase_box(*self.size, generator)
+            values.extend(box if box is not None else (0, 0, 0, 0))
+            if box is not None and self.erase_value == "random":
+                noise.append(torch.randn((3, box[2], box[3]), generator=generator).flatten())
+        fill = torch.cat(noise) if noise else torch.zeros(0)
+        return Draws(torch.tensor(values, dtype=torch.int64), fill)
+
     def __call__(
         self,
         images: np.ndarray,
@@ -270,3 +314,101 @@ def train_transform(recipe: TrainRecipe) -> TrainTransform:
         std=recipe.pixel_std,
         geometry=recipe.augment.geometry,
     )
+
+
+class BatchTrainTransform:
+    """:class:`TrainTransform` for a whole batch, on the batch's device, from each sample's ``TrainTransform.draw``.
+
+    Input: uint8 images (B, 3, 3, H, W) (modality, channel), bool masks (B, H, W) (all False where ``has_mask`` is
+    False; None when the model reads no mask: the mask outputs are then all False), draws (B, ``DRAW_SIZE``) int64
+    (the stacked ``Draws.values``) and, for ``erase_value="random"``, noise (n,) float32 (the samples'
+    ``Draws.noise`` concatenated in batch order). Flip and pad-crop are one pad and one gather (on uint8 when no
+    resize is needed; each modality its own index, so ``geometry="per_modality"`` costs the same; the mask follows
+    rgb's, as in ``TrainTransform``), erasing one masked fill (or one masked scatter of the noise), the token
+    fractions one pooling: a handful of kernels whatever B is. With the same draws the output equals
+    ``TrainTransform`` sample by sample (tested), so both paths share one distribution.
+    """
+
+    def __init__(self, transform: TrainTransform) -> None:
+        self.transform = transform
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor | None,
+        has_mask: torch.Tensor,
+        draws: torch.Tensor,
+        noise: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """-> ``images`` (B, 3, 3, H', W') float32 normalised, ``mask`` (B, H', W') bool, ``token_fraction`` and
+        ``token_mask`` (B, rows, cols), ``has_mask`` (B,) bool: a collated :class:`AugmentedTriplet`."""
+        t = self.transform
+        b = images.shape[0]
+        if images.dtype != torch.uint8 or images.dim() != 5 or tuple(images.shape[1:3]) != (3, 3):
+            raise ValueError(f"images must be (B, 3, 3, H, W) uint8, got {tuple(images.shape)} {images.dtype}")
+        device = images.device
+        if mask is None:
+            mask = torch.zeros((b, *images.shape[-2:]), dtype=torch.bool, device=device)
+        if tuple(mask.shape) != (b, *images.shape[-2:]) or tuple(draws.shape) != (b, DRAW_SIZE):
+            raise ValueError(f"mask {tuple(mask.shape)} / draws {tuple(draws.shape)} do not fit images {images.shape}")
+        draws = draws.to(device)
+        x: torch.Tensor = images
+        m = mask.to(device).bool()
+        if tuple(images.shape[-2:]) != t.size:  # as TrainTransform._to_tensors: float, antialiased bilinear
+            flat = images.flatten(0, 1).float().div_(255.0)  # (B * 3, 3, H, W)
+            x = F.interpolate(flat, size=t.size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+            x = x.view(b, 3, 3, *t.size)
+            m = F.interpolate(m[:, None].float(), size=t.size, mode="nearest-exact")[:, 0].bool()
+        x, m = self._geometry(x, m, draws[:, :9].view(b, 3, 3))
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        x = x.sub_(t.mean.to(device)).div_(t.std.to(device))  # (B, 3, 3, H', W'), in place: the same values
+        boxes = draws[:, 9:].view(b, 3, 4)
+        erased = self._erased(boxes, *t.size)  # (B, 3, 1, H', W')
+        if t.erase_value == "random":
+            needed = int((boxes[..., 2] * boxes[..., 3]).sum()) * 3
+            if noise is None or tuple(noise.shape) != (needed,):
+                got = "none" if noise is None else tuple(noise.shape)
+                raise ValueError(f"erase_value='random' needs the draws' noise, ({needed},) values; got {got}")
+            # Boxes in (sample, modality, channel, row, col) order: the order the draws concatenate the noise in.
+            x.masked_scatter_(erased.expand_as(x), noise.to(device, x.dtype))
+        else:
+            x.masked_fill_(erased, float(t.erase_value))
+        m = m & has_mask.to(device).bool().view(b, 1, 1)
+        # Integer patch sums (exact in float32), divided in float64 as reidschemas.tokens.token_fractions does.
+        sums = F.avg_pool2d(m[:, None].float(), t.patch, t.stride, divisor_override=1)[:, 0]  # (B, rows, cols)
+        fractions = (sums.double() / float(t.patch * t.patch)).float()
+        return {
+            "images": x,
+            "mask": m,
+            "token_fraction": fractions,
+            "token_mask": fractions >= t.token_threshold,
+            "has_mask": has_mask.to(device).bool(),
+        }
+
+    def _geometry(self, x: torch.Tensor, m: torch.Tensor, geometry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flip, then crop at (top, left) of the image padded by ``pad`` (zeros / False), per sample and modality
+        (``geometry`` (B, 3, 3): (flip, top, left) of rgb, nir, tir): one pad and one ``gather`` over the flattened
+        padded pixels (the flip folded into the column index). The mask takes rgb's geometry."""
+        b, h, w = m.shape
+        p = self.transform.pad
+        hp, wp = h + 2 * p, w + 2 * p
+        flip, top, left = geometry[..., 0].bool(), geometry[..., 1], geometry[..., 2]  # (B, 3) each
+        rows = torch.arange(h, device=x.device) + top.view(b, 3, 1)  # (B, 3, H) rows of the padded image
+        cols = torch.arange(w, device=x.device) + left.view(b, 3, 1)  # (B, 3, W) columns of the flipped, padded one
+        cols = torch.where(flip.view(b, 3, 1), wp - 1 - cols, cols)  # flipping the padded image flips the pad too
+        index = (rows.view(b, 3, h, 1) * wp + cols.view(b, 3, 1, w)).view(b, 3, 1, h * w)  # (B, 3, 1, H * W)
+        padded = F.pad(x.reshape(b * 3, 3, h, w), (p, p, p, p)).view(b, 3, 3, hp * wp)  # (B, 3, 3, Hp * Wp)
+        out = padded.gather(3, index.expand(b, 3, 3, h * w)).view(b, 3, 3, h, w)
+        padded_mask = F.pad(m.view(b, 1, h, w), (p, p, p, p)).view(b, hp * wp)
+        return out, padded_mask.gather(1, index[:, 0, 0]).view(b, h, w)
+
+    @staticmethod
+    def _erased(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Boxes (B, 3, 4) of (top, left, h, w) -> (B, 3, 1, H, W) bool, True inside each modality's box."""
+        ys = torch.arange(height, device=boxes.device).view(1, 1, height, 1)
+        xs = torch.arange(width, device=boxes.device).view(1, 1, 1, width)
+        top, left, h, w = (boxes[..., i].view(*boxes.shape[:2], 1, 1) for i in range(4))
+        rows = (ys >= top) & (ys < top + h)  # (B, 3, H, 1)
+        cols = (xs >= left) & (xs < left + w)  # (B, 3, 1, W)
+        return (rows & cols).unsqueeze(2)  # (B, 3, 1, H, W)

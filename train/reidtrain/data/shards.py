@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from torch.utils.data import Dataset
 
+from reidschemas.maskcodec import decode_mask
 from reidschemas.shards import (
     INDEX_NAME,
     SHARD_SCHEMA,
@@ -260,20 +261,27 @@ class ShardDataset(Dataset):
             self._cache.popitem(last=False)
         return table
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def row(self, i: int) -> dict[str, Any]:
+        """Item ``i`` as stored: every requested column's value, the images as their encoded bytes, the mask packed.
+
+        For readers that decode elsewhere (``reidtrain.data.items.TrainItems``: torchvision in the DataLoader
+        workers, or nvJPEG on the GPU); ``dataset[i]`` is this row decoded.
+        """
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} items")
         table = self._table(int(self._group[i]))
         row = int(self._row[i])
-        values = {name: table.column(name)[row].as_py() for name in self.columns}
+        return {name: table.column(name)[row].as_py() for name in self.columns}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        values = self.row(i)
         h, w, fmt = values.pop("height"), values.pop("width"), values.pop("image_format")
         images = None
         if MODALITIES[0] in values:
             images = np.stack([decode_image(values.pop(m), fmt, h, w) for m in MODALITIES])  # (3, H, W, 3)
         mask = values.pop("mask", None)
         if mask is not None:
-            packed = np.frombuffer(mask, dtype=np.uint8)
-            mask = np.unpackbits(packed, count=h * w).reshape(h, w).astype(bool)  # (H, W)
+            mask = decode_mask(mask, h, w)  # (H, W) bool
         captions = {t: values.pop(f"caption_{t}", None) for t in CAPTION_TARGETS}
         return {"images": images, "mask": mask, "captions": captions, **values}
 

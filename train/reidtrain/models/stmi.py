@@ -28,7 +28,6 @@ the alternative fusions of Table 4), then the model. The hypergraph fusion (CHI,
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +60,7 @@ __all__ = [
     "SemanticTokenReallocation",
     "build_fusion",
     "foreground_relation",
+    "modulated_scores",
     "modulation",
     "perturb_mask",
     "sfm_attention",
@@ -104,6 +104,25 @@ def modulation(logits: torch.Tensor, relation: torch.Tensor, alpha: torch.Tensor
     return a * r * m_pos - b * (1.0 - r) * m_neg  # (B, h, T, T), Eq. 7
 
 
+def modulated_scores(
+    scores: torch.Tensor, foreground: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor
+) -> torch.Tensor:
+    """A + S of Eqs. 3-7 in one pass over the score matrix A (B, h, T, T), in A's dtype (bf16 under autocast).
+
+    R is binary (Eq. 6), so Eq. 7 splits by R: where R = 1, A + S = A + alpha (rowmax(A) - A); where R = 0,
+    A + S = A + beta (rowmin(A) - A). Row max and min come from one ``aminmax`` reduction; each branch is a ``lerp``
+    towards a (B, h, T, 1) column, so autograd keeps A and the small columns only, where :func:`modulation` (the
+    paper's form, kept as the reference) builds and keeps M_pos, M_neg and their products (tested equal).
+    ``foreground`` is R as bool, (B, T, T) or (B, 1, T, T); ``alpha``, ``beta`` are (h,) or (1,). S is
+    homogeneous in A, so A may already carry the softmax scale.
+    """
+    low, high = torch.aminmax(scores, dim=-1, keepdim=True)  # (B, h, T, 1) each, Eqs. 4-5
+    r = foreground if foreground.dim() == 4 else foreground.unsqueeze(1)  # (B, 1, T, T)
+    a = alpha.to(scores.dtype).view(1, -1, 1, 1)  # (1, h or 1, 1, 1)
+    b = beta.to(scores.dtype).view(1, -1, 1, 1)
+    return torch.where(r, torch.lerp(scores, high, a), torch.lerp(scores, low, b))  # (B, h, T, T), Eq. 7 + A
+
+
 def sfm_attention(
     block: Any,  # open_clip ResidualAttentionBlock (its submodules are reached by attribute)
     x: torch.Tensor,
@@ -114,14 +133,20 @@ def sfm_attention(
     """Eqs. 3 and 8 with the block's own attention weights: normalised tokens x (B, T, width) -> (B, T, width).
 
     softmax((Q K^T + S) / sqrt(d)) V, then ``out_proj``; d is the per-head dimension (what open_clip divides by).
-    Without ``relation`` (or gates) this is the block's plain multi-head attention.
+    Q is scaled before the product (S is homogeneous in the scores, :func:`modulated_scores`) and the softmax stays
+    in the scores' dtype (bf16 under autocast, as flash attention keeps its probabilities), so the (B, h, T, T)
+    matrices are never widened to fp32. Without ``relation`` (or gates) this is the block's plain multi-head
+    attention through ``scaled_dot_product_attention``. ``relation`` R (B, T, T) may be bool or 0/1 float.
     """
     q, k, v = split_qkv(block, x)  # (B, h, T, d) each
-    logits = q @ k.transpose(-2, -1)  # (B, h, T, T), Eq. 3
-    if relation is not None and alpha is not None and beta is not None:
-        logits = logits + modulation(logits, relation, alpha, beta)
-    weights = torch.softmax(logits / math.sqrt(q.shape[-1]), dim=-1)  # (B, h, T, T), Eq. 8
-    out = (weights @ v).transpose(1, 2).flatten(2)  # (B, T, width)
+    if relation is None or alpha is None or beta is None:
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, T, d)
+    else:
+        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, h, T, T), Eq. 3 / sqrt(d)
+        foreground = relation if relation.dtype == torch.bool else relation > 0.5
+        scores = modulated_scores(scores, foreground, alpha, beta)  # Eqs. 4-7
+        out = torch.softmax(scores, dim=-1, dtype=scores.dtype) @ v  # (B, h, T, d), Eq. 8
+    out = out.transpose(1, 2).flatten(2)  # (B, T, width)
     return F.linear(out, block.attn.out_proj.weight, block.attn.out_proj.bias)
 
 
@@ -430,9 +455,10 @@ class STMI(nn.Module):
     ) -> torch.Tensor:
         """Images (B', 3, H, W) -> tokens (B', 1 + N, D) through blocks with SFM attention where gated."""
         x = self.encoder.embed(images, cls_bias)  # (B', 1 + N, width)
+        foreground = None if relation is None else (relation > 0.5).unsqueeze(1)  # (B', 1, T, T) bool, once
         for index, block in enumerate(self.encoder.blocks):
             gates = self.sfm(index) if self.sfm is not None and relation is not None else None
-            x = sfm_block(block, x, relation, *gates) if gates is not None else block(x)
+            x = sfm_block(block, x, foreground, *gates) if gates is not None else block(x)
         return self.encoder.head(x)  # (B', 1 + N, D)
 
     # --- forward -------------------------------------------------------------------------------------------------
