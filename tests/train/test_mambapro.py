@@ -324,3 +324,21 @@ def test_fit_one_epoch_and_evaluate_with_missing_modalities(full_shards: Path, t
     report = json.loads(next(run.glob("eval*missing*rgb*.json")).read_text())
     assert report["missing"] == ["rgb"]
     assert all(0.0 <= record["mAP"] <= 1.0 for record in report["results"])
+
+
+def test_checkpoints_from_before_the_identity_paths_default_load_as_trained(tmp_path, capsys) -> None:
+    """A run trained when prompt identity paths were off by default (its recipe record predates ``pixel_mean``)
+    is rebuilt with them off, saying so; a current run gets the current default."""
+    from reidtrain.evaluate import load_checkpoint
+
+    model = tiny_mambapro(num_cameras=2)
+    config = {"model": "mambapro", "num_classes": 5, "num_cameras": 2, "backbone": "tiny",
+              "recipe": {"image_size": list(SIZE), "model_options": {}}}  # fmt: skip
+    torch.save({"model": model.state_dict(), "config": config}, tmp_path / "old.pt")
+    loaded, _, _ = load_checkpoint(tmp_path / "old.pt")
+    assert loaded.srp is not None and loaded.srp.identity_paths is False
+    assert "built with prompt_identity_paths=false" in capsys.readouterr().err
+    config["recipe"]["pixel_mean"] = [0.5, 0.5, 0.5]
+    torch.save({"model": model.state_dict(), "config": config}, tmp_path / "new.pt")
+    loaded, _, _ = load_checkpoint(tmp_path / "new.pt")
+    assert loaded.srp is not None and loaded.srp.identity_paths is True

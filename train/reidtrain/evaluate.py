@@ -8,6 +8,7 @@ never inferred from the rows; shards without one are refused. The result says wh
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +258,23 @@ def resolve_checkpoint(run: Path, checkpoint: str) -> Path:
     return path
 
 
+def options_as_trained(config: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The model options a checkpoint was trained with. Options whose default changed since are pinned to the old
+    default when the configuration predates the change (it lacks the recipe's ``pixel_mean``, added with it), with a
+    note: MambaPro's ``prompt_identity_paths`` (off before, on now; same weights, another function)."""
+    recipe = config["recipe"]
+    options = dict(recipe.get("model_options", {}))
+    older = "pixel_mean" not in recipe
+    if config.get("model") == "mambapro" and older and "prompt_identity_paths" not in options:
+        options["prompt_identity_paths"] = False
+        print(
+            f"note: {path} was trained before MambaPro's prompt identity paths became the default: "
+            "built with prompt_identity_paths=false, as it was trained",
+            file=sys.stderr,
+        )
+    return options
+
+
 def load_checkpoint(path: Path, config_path: Path | None = None) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """(model with the weights of checkpoint ``path``, the run's configuration, the checkpoint), from the file alone.
 
@@ -283,7 +301,7 @@ def load_checkpoint(path: Path, config_path: Path | None = None) -> tuple[nn.Mod
         image_size=tuple(recipe["image_size"]),
         weights=None,
         require_pretrained=False,  # the checkpoint holds every weight
-        **recipe.get("model_options", {}),
+        **options_as_trained(config, path),
     )
     model.load_state_dict(state["model"])
     return model, config, state
