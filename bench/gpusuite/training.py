@@ -36,7 +36,6 @@ from pathlib import Path
 import torch
 import yaml
 from gpusuite.common import Figure, Row, guarded, peak_bf16_flops, peak_memory, timed
-from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -49,7 +48,7 @@ from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import ShardDataset
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
-from reidtrain.optim import make_optimizer, param_groups
+from reidtrain.optim import optimizer_for
 from reidtrain.recipes import TrainRecipe, parse_recipe, resolve_recipe
 from reidtrain.trainer import autocast_dtype, fit, seed_everything, train_one_epoch
 
@@ -136,17 +135,7 @@ def step_row(
         recipe.label_smoothing,
         recipe.triplet_margin,
     )
-    prefixes = [name for name in ("backbone", "encoder") if isinstance(getattr(model, name, None), nn.Module)]
-    groups = param_groups(
-        model,
-        recipe.base_lr,
-        recipe.backbone_lr,
-        recipe.weight_decay,
-        recipe.bias_lr_factor,
-        recipe.weight_decay_bias,
-        backbone_prefixes=prefixes,
-    )
-    optimizer = make_optimizer(recipe.optimizer, groups, recipe.momentum)
+    optimizer = optimizer_for(model, recipe)
     sampler = PKSampler(train_set.pids, recipe.ids_per_batch, recipe.instances_per_id, seed=0)
     transform = train_transform(recipe)
     items = TrainItems(train_set, transform, labels, inputs)

@@ -203,6 +203,21 @@ class WarmupCosine:
         self._apply()
 
 
+def optimizer_for(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``model``'s parameter groups (its ``backbone`` / ``encoder`` at the backbone lr)."""
+    prefixes = [name for name in ("backbone", "encoder") if isinstance(getattr(model, name, None), nn.Module)]
+    groups = param_groups(
+        model,
+        recipe.base_lr,
+        recipe.backbone_lr,
+        recipe.weight_decay,
+        recipe.bias_lr_factor,
+        recipe.weight_decay_bias,
+        backbone_prefixes=prefixes,
+    )
+    return make_optimizer(recipe.optimizer, groups, recipe.momentum)
+
+
 def scheduler_for(optimizer: torch.optim.Optimizer, recipe: TrainRecipe) -> WarmupCosine:
     """The recipe's schedule over ``optimizer``: shape, warmup, floor, anchor (``schedule_anchor``) and lr noise."""
     return WarmupCosine(

@@ -82,7 +82,7 @@ from reidtrain.distributed import DistEnv, broadcast_object, dist_env, process_g
 from reidtrain.evaluate import EvalResult, Ranking, chance_map, describe, rank_gallery, score
 from reidtrain.losses import ReIDObjective
 from reidtrain.models import create_model
-from reidtrain.optim import make_optimizer, param_groups, scheduler_for
+from reidtrain.optim import optimizer_for, scheduler_for
 from reidtrain.preflight import ALLOW_KEYS, FitRefused, refusals, shard_facts, start_block
 from reidtrain.progress import progress_bar, reported_lr
 from reidtrain.provenance import provenance
@@ -539,17 +539,7 @@ def _fit(
         recipe.label_smoothing,
         recipe.triplet_margin,
     )
-    prefixes = [name for name in ("backbone", "encoder") if isinstance(getattr(model, name, None), nn.Module)]
-    groups = param_groups(
-        model,
-        recipe.base_lr,
-        recipe.backbone_lr,
-        recipe.weight_decay,
-        recipe.bias_lr_factor,
-        recipe.weight_decay_bias,
-        backbone_prefixes=prefixes,
-    )
-    optimizer = make_optimizer(recipe.optimizer, groups, recipe.momentum)
+    optimizer = optimizer_for(model, recipe)
     scheduler = scheduler_for(optimizer, recipe)
     amp_dtype = autocast_dtype(device, recipe.amp)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
