@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from reidtrain.importers.mapping import Groups, Rule, Unplaceable, permute_blocks, squeeze_dims
+from reidtrain.importers.mapping import MODALITY, Groups, Rule, Unplaceable, permute_blocks, squeeze_dims
 from reidtrain.models.demo import EXPERT_SETS
 
 __all__ = ["CAMERA_KEY", "CLASSIFIER_KEYS", "MODEL", "SOURCE", "hints", "name_map"]
@@ -37,7 +37,6 @@ SOURCE = "github.com/924973292/DeMo @ b4f323a430b32e3a1637c3e7acb25868cb52e9cd"
 CAMERA_KEY = "BACKBONE.cv_embed"
 CLASSIFIER_KEYS = ("classifier_moe.weight", "classifier.weight", "classifier_r.weight")  # rows = training ids
 
-MODALITY = {"r": 0, "n": 1, "t": 2, "rgb": 0, "nir": 1, "tir": 2}
 THEIR_EXPERTS = ("r", "n", "t", "rn", "rt", "nt", "rnt")  # GeneralFusion's order (tokens, attentions, MoM inputs)
 # their expert e -> our expert index, by the set of modalities it decouples
 EXPERT = {

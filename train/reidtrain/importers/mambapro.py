@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from reidtrain.importers.mapping import Groups, Rule, Unplaceable
+from reidtrain.importers.mapping import MODALITY, Groups, Rule, Unplaceable
 
 __all__ = ["CAMERA_KEY", "CLASSIFIER_KEYS", "MODEL", "SOURCE", "hints", "name_map"]
 
@@ -38,7 +38,6 @@ SOURCE = "github.com/924973292/MambaPro @ 6dc4cb7ad7de034fa10482dbf79a3bab1fadda
 CAMERA_KEY = "BACKBONE.cv_embed"
 CLASSIFIER_KEYS = ("classifier_fuse.weight", "classifier.weight", "BACKBONE.classifier.weight")  # rows = training ids
 
-MODALITY = {"r": 0, "n": 1, "t": 2, "rgb": 0, "nir": 1, "tir": 2}
 LINEAR = {"0": "fc1", "3": "fc2"}  # their prompt blocks: Linear, QuickGELU, Dropout, Linear
 _PFA = r"BACKBONE\.base\.transformer\.resblocks\.(?P<pfa>\d+)\."  # a block, numbered for the PFA
 _SRP = r"BACKBONE\.base\.transformer\.resblocks\.(?P<srp>\d+)\."  # the same, numbered for the prompts

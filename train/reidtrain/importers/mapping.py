@@ -19,7 +19,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["Groups", "Placement", "Rule", "Unplaceable", "permute_blocks", "place", "squeeze_dims"]
+__all__ = ["MODALITY", "Groups", "Placement", "Rule", "Unplaceable", "permute_blocks", "place", "squeeze_dims"]
+
+MODALITY = {"r": 0, "n": 1, "t": 2, "rgb": 0, "nir": 1, "tir": 2}
+"""The authors' modality suffixes (both repositories) -> our modality index (rgb, nir, tir)."""
 
 Groups = dict[str, Any]
 Index = tuple[Any, ...]
