@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import json
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from browser import needs_chromium, screenshot
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -26,7 +26,6 @@ from reidprep.steps import workdir_status
 from reidprep.synth import generate_dataset
 
 runner = CliRunner()
-CHROMIUM = Path("/usr/bin/chromium")
 SAMPLES = 4
 
 
@@ -209,27 +208,10 @@ def test_index_only_workdir_skips_the_later_sections(dataset, tmp_path):
         assert html.escape(entry.sample_id or entry.path or "") in text
 
 
-@pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
+@needs_chromium
 def test_report_renders_in_headless_chromium(full, tmp_path):
     report = write_report(full, samples=SAMPLES)
-    shot = tmp_path / "shot.png"
-    command = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--screenshot={shot}",
-        "--window-size=1280,2000",
-        f"file://{report.resolve()}",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert shot.is_file(), result.stderr[-2000:]
+    shot = screenshot(report, tmp_path, (1280, 2000))
     with Image.open(shot) as image:
         assert image.size == (1280, 2000)
         colours = image.convert("RGB").resize((320, 500)).getcolors(maxcolors=1_000_000)

@@ -9,7 +9,6 @@ import html
 import io
 import json
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from browser import needs_chromium, screenshot
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -29,7 +29,6 @@ from reidtrain.cli import app
 from reidtrain.report import write_run_report
 
 runner = CliRunner()
-CHROMIUM = Path("/usr/bin/chromium")
 C0, C1 = (31, 119, 180), (255, 127, 14)  # matplotlib's first two line colours: mAP and Rank-1
 
 
@@ -245,27 +244,10 @@ def test_status_lists_runs_with_their_state(workdir: Path, tmp_path: Path) -> No
     assert missing.exit_code == 2 and "no training run" in missing.output
 
 
-@pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
+@needs_chromium
 def test_report_renders_in_headless_chromium(run: Path, tmp_path: Path) -> None:
     report = write_run_report(run)
-    shot = tmp_path / "shot.png"
-    command = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--screenshot={shot}",
-        "--window-size=1280,1400",
-        f"file://{report.resolve()}",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert shot.is_file(), result.stderr[-2000:]
+    shot = screenshot(report, tmp_path, (1280, 1400))
     with Image.open(shot) as image:
         assert image.size == (1280, 1400)
         pixels = np.asarray(image.convert("RGB"))
