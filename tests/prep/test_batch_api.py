@@ -12,6 +12,7 @@ from reidprep.captions.backends.openai_backend import chat_body, make_client
 from reidprep.captions.batch_api import BatchJob, BatchNotFinished
 from reidschemas import attribute_model, load_template
 from reidschemas.config import OpenAIConfig
+from reidschemas.safeio import temporary_path
 
 KEY = "sk-test-LEAKCHECK-batch-77aa"
 
@@ -63,6 +64,32 @@ def test_prepare_writes_the_online_bodies_split_by_count(server, tmp_path):
         job.prepare(bulk_requests(4))
     with pytest.raises(ValueError, match="duplicate custom_id"):
         job_for(server, tmp_path / "other.json").prepare(bulk_requests() + bulk_requests()[:1])
+
+
+def test_prepare_stopped_part_way_leaves_no_temporary_and_a_rerun_writes_every_part(server, tmp_path):
+    class StoppedWhileWriting(list):
+        """The requests; Ctrl-C arrives after the third one while the files are written (the second pass)."""
+
+        passes = 0
+
+        def __iter__(self):
+            self.passes += 1
+            for i, item in enumerate(super().__iter__()):
+                if self.passes == 2 and i == 3:
+                    raise KeyboardInterrupt
+                yield item
+
+    ours = temporary_path(tmp_path / "batch.input-00001.jsonl")
+    dead = ours.with_name(ours.name.rsplit("-", 1)[0] + "-999999999")  # this host, a process that is gone
+    live = tmp_path / ".batch.input-00000.jsonl.tmp-otherhost-1"  # another host's writer: never touched
+    dead.write_bytes(b"left by a killed run")
+    live.write_bytes(b"written by a live process elsewhere")
+    with pytest.raises(KeyboardInterrupt):
+        job_for(server, tmp_path / "batch.json").prepare(StoppedWhileWriting(bulk_requests()))
+    assert sorted(p.name for p in tmp_path.glob(".*tmp*")) == [live.name]  # ours removed, the dead one cleaned
+    assert [p.name for p in tmp_path.glob("batch.input-*")] == ["batch.input-00000.jsonl"]  # the finished part
+    paths = job_for(server, tmp_path / "batch.json").prepare(bulk_requests())
+    assert sum(len(p.read_text().splitlines()) for p in paths) == len(bulk_requests())
 
 
 def test_prepare_splits_by_size(server, tmp_path):

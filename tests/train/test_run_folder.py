@@ -6,6 +6,7 @@ A full disk is simulated at the last OS call of a durable write, ``os.fsync`` (t
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from reidprep.shards.build import build_shards
 from reidprep.synth import generate_dataset
 from reidschemas.config import ShardsConfig
 from reidschemas.safeio import DiskFull, temporary_path
-from reidtrain.atomic import append_line
+from reidtrain.atomic import append_line, atomic_save
 from reidtrain.cli import app
 
 runner = CliRunner()
@@ -227,6 +228,71 @@ def test_a_full_disk_before_the_first_write_and_in_eval_is_one_line(
     assert result.exit_code == 1, result.output
     assert f"no space left on the device writing {run / 'rank_list.png'}" in _error_line(result.output)
     assert not list(run.glob(".*.tmp-*")) and not (run / "rank_list.png").exists()
+
+
+def test_ctrl_c_while_a_checkpoint_is_written_finishes_the_epochs_files_then_stops(
+    run: Path, shards: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_save = torch.save
+    saves: list[object] = []
+
+    def save_after_ctrl_c(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        if not saves:  # Ctrl-C arrives just as epoch 2's first checkpoint starts to be written
+            os.kill(os.getpid(), signal.SIGINT)
+        saves.append(obj)
+        real_save(obj, f, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "save", save_after_ctrl_c)
+    code, output = _fit(shards, run, "--epochs", "3")
+    assert code == 130, output
+    assert "Traceback" not in output
+    assert "stopping after the files of epoch 2 are written (press Ctrl-C again to stop at once)" in output
+    assert (
+        f"interrupted after epoch 2 of 3: {run / 'last.pt'} holds epoch 2 of 3; run the same command again to resume "
+        "from epoch 3" in output
+    )
+    assert "epoch 2: loss " in output  # the epoch line was printed with its files
+    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 2 and _epochs(run) == [1, 2]
+    assert not list(run.glob(".*.tmp-*"))
+
+
+class _FileCtrlC(io.RawIOBase):
+    """A file that receives Ctrl-C once ``after`` bytes were written to it (as a SIGINT during a long save would)."""
+
+    def __init__(self, handle: io.BufferedWriter, after: int) -> None:
+        self.handle, self.after, self.written = handle, after, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.written += len(data)
+        if self.written > self.after:
+            raise KeyboardInterrupt
+        return self.handle.write(data)
+
+    def close(self) -> None:
+        self.handle.close()
+        super().close()
+
+
+def test_a_ctrl_c_inside_torch_save_is_a_keyboard_interrupt_and_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "last.pt"
+    atomic_save({"epoch": 1}, path)
+    real_open = Path.open
+
+    def open_with_ctrl_c(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        handle = real_open(self, mode, *args, **kwargs)  # type: ignore[call-overload]
+        return _FileCtrlC(handle, after=5000) if mode == "wb" else handle
+
+    monkeypatch.setattr(Path, "open", open_with_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):  # torch alone turns it into "RuntimeError: ... unexpected pos"
+        atomic_save({"epoch": 2, "weights": torch.zeros(100_000)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert not list(tmp_path.glob(".*.tmp-*"))
 
 
 def test_a_failed_append_leaves_no_half_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

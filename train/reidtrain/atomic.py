@@ -51,7 +51,12 @@ def atomic_save(obj: Any, path: Path) -> None:
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as handle:
-            torch.save(obj, handle)
+            try:
+                torch.save(obj, handle)
+            except RuntimeError as exc:  # Ctrl-C inside the zip writer surfaces as "unexpected pos": it was Ctrl-C
+                if isinstance(exc.__context__, KeyboardInterrupt):
+                    raise exc.__context__ from None
+                raise
 
     atomic_write(path, write, needed=_tensor_bytes(obj))
 

@@ -58,6 +58,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ from torch.utils.data import DataLoader
 
 from reidschemas.config import TrainConfig
 from reidschemas.safeio import disk_full_guard
+from reidschemas.signals import interrupts_deferred
 from reidtrain.atomic import UnreadableRunFile, append_line, atomic_save, atomic_write_text, read_checkpoint, read_json
 from reidtrain.batch import forward_inputs, model_inputs, shard_columns
 from reidtrain.data.augment import train_transform
@@ -409,14 +411,27 @@ def _interrupt_note(run: Path, epochs: int, where: _Where) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt as exc:
-        if where.completed:
+        if where.completed == epochs:
+            kept = f"{run / LAST} holds the final epoch; the run is complete"
+        elif where.completed:
             kept = (
                 f"{run / LAST} holds epoch {where.completed} of {epochs}; run the same command again to resume "
                 f"from epoch {where.completed + 1}"
             )
         else:
             kept = "no epoch was finished, so nothing was saved; run the same command again to start over"
-        raise FitInterrupted(f"interrupted during epoch {where.running} of {epochs}: {kept}") from exc
+        when = f"after epoch {where.completed}" if where.completed == where.running else f"during epoch {where.running}"
+        raise FitInterrupted(f"interrupted {when} of {epochs}: {kept}") from exc
+
+
+def _holding_note(epoch: int) -> Callable[[int], None]:
+    """What Ctrl-C prints while epoch ``epoch``'s files are being written (it stops right after them)."""
+
+    def note(signum: int) -> None:
+        print(f"stopping after the files of epoch {epoch} are written (press Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    return note
 
 
 def fit(
@@ -639,46 +654,49 @@ def _fit(
                 "seconds": round(time.perf_counter() - start, 3),
                 **stats,
             }
-            selecting = val_result.mAP if val_result is not None else result.mAP
-            if selecting > best_map:
-                best_map, best_epoch, best_test_map = selecting, epoch, result.mAP
-                best_val_map = val_result.mAP if val_result is not None else None
+            # best.pt, the metrics line, last.pt and the epoch line belong together: Ctrl-C waits for all four
+            with interrupts_deferred(_holding_note(epoch)):
+                selecting = val_result.mAP if val_result is not None else result.mAP
+                if selecting > best_map:
+                    best_map, best_epoch, best_test_map = selecting, epoch, result.mAP
+                    best_val_map = val_result.mAP if val_result is not None else None
+                    if env.is_main:
+                        best = {
+                            "model": model.state_dict(),
+                            "epoch": epoch,
+                            "mAP": result.mAP,
+                            "selected_on": selected_on,
+                            "config": config,
+                        }
+                        if val_result is not None:
+                            best["val_mAP"] = val_result.mAP
+                        atomic_save(best, run / BEST)
                 if env.is_main:
-                    best = {
-                        "model": model.state_dict(),
-                        "epoch": epoch,
-                        "mAP": result.mAP,
-                        "selected_on": selected_on,
-                        "config": config,
-                    }
-                    if val_result is not None:
-                        best["val_mAP"] = val_result.mAP
-                    atomic_save(best, run / BEST)
-            if env.is_main:
-                append_line(json.dumps(record), run / METRICS)
-                atomic_save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict() if scaler is not None else {},
-                        "sampler_epoch": epoch,
-                        "rng": rng_states(),
-                        "epoch": epoch,
-                        "best_map": best_map,
-                        "best_epoch": best_epoch,
-                        "best_test_map": best_test_map,
-                        "selected_on": selected_on,
-                        "last_map": last_map,
-                        "config": config,
-                    },
-                    last_path,
-                )
-                where.completed = epoch
-                if writer is not None:
-                    _log_epoch(writer, run, record, epoch)
-            shown = f"test {result}" if val_result is None else f"val {val_result} | test {result}"
-            echo(f"epoch {epoch}: loss {losses['loss']:.4f}  {shown}  lr {record['lr']:.2e}  {record['seconds']:.1f}s")
+                    append_line(json.dumps(record), run / METRICS)
+                    atomic_save(
+                        {
+                            "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "scaler": scaler.state_dict() if scaler is not None else {},
+                            "sampler_epoch": epoch,
+                            "rng": rng_states(),
+                            "epoch": epoch,
+                            "best_map": best_map,
+                            "best_epoch": best_epoch,
+                            "best_test_map": best_test_map,
+                            "selected_on": selected_on,
+                            "last_map": last_map,
+                            "config": config,
+                        },
+                        last_path,
+                    )
+                    where.completed = epoch
+                    if writer is not None:
+                        _log_epoch(writer, run, record, epoch)
+                shown = f"test {result}" if val_result is None else f"val {val_result} | test {result}"
+                timing = f"lr {record['lr']:.2e}  {record['seconds']:.1f}s"
+                echo(f"epoch {epoch}: loss {losses['loss']:.4f}  {shown}  {timing}")
     if writer is not None:
         with disk_full_guard(run / "tensorboard"):
             writer.close()

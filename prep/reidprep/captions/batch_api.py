@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from reidprep.atomic import write_json
 from reidprep.captions.backends.base import ChatReply, ChatRequest, RequestFailure
 from reidprep.captions.backends.openai_backend import chat_body, reply_from_completion
 from reidschemas.config import OpenAIConfig
+from reidschemas.safeio import atomic_write_bytes, fsync_dir, remove_dead_temporaries, temporary_path
 
 if TYPE_CHECKING:
     from openai import OpenAI
@@ -35,6 +37,13 @@ MAX_REQUESTS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 200_000_000
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 STATE_VERSION = 1
+
+
+def _close_durably(handle: Any) -> None:
+    """Flush, fsync and close a request file being written."""
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
 
 
 class BatchNotFinished(RuntimeError):
@@ -127,26 +136,30 @@ class BatchJob:
             for line in self._lines(requests):
                 if handle is None or count >= self.max_requests_per_file or size + len(line) > self.max_bytes_per_file:
                     if handle is not None:
-                        handle.close()
+                        _close_durably(handle)
                         self._finish_part(count)
                     index = len(self.parts)
                     self.parts.append({"name": self._path("input", index).name, "requests": 0})
-                    handle = self._path("input", index).with_suffix(".tmp").open("wb")
+                    remove_dead_temporaries(self.state_path.parent.glob(".*.tmp-*"))
+                    handle = temporary_path(self._path("input", index)).open("wb")  # this process's own name
                     count, size = 0, 0
                 handle.write(line)
                 count, size = count + 1, size + len(line)
-        finally:
             if handle is not None:
+                _close_durably(handle)
+                self._finish_part(count)
+        finally:
+            if handle is not None and not handle.closed:  # stopped part way: no half file stays
                 handle.close()
-        if handle is not None:
-            self._finish_part(count)
+                Path(handle.name).unlink(missing_ok=True)
         self.state.update(fingerprint=fingerprint, endpoint=ENDPOINT, model=self.config.model)
         self._save()
         return [self._path("input", i) for i in range(len(self.parts))]
 
     def _finish_part(self, count: int) -> None:
         index = len(self.parts) - 1
-        self._path("input", index).with_suffix(".tmp").replace(self._path("input", index))
+        os.replace(temporary_path(self._path("input", index)), self._path("input", index))
+        fsync_dir(self.state_path.parent)
         self.parts[index].update(
             requests=count,
             file_id=None,
@@ -241,8 +254,7 @@ class BatchJob:
                 local = self._path("output" if kind == "output" else "errors", index)
                 if not part.get(f"{kind}_downloaded"):
                     content = self.client.files.content(file_id).content
-                    local.with_suffix(".tmp").write_bytes(content)
-                    local.with_suffix(".tmp").replace(local)
+                    atomic_write_bytes(content, local)
                     part[f"{kind}_downloaded"] = True
                     self._save()
                 for line in local.read_text().splitlines():
