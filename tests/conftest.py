@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from interrupts import ctrl_c_raises  # noqa: F401  (a fixture for the tests that send Ctrl-C)
 from PIL import Image
 
 

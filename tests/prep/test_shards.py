@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from interrupts import ctrl_c_as_in_a_terminal
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -256,7 +257,8 @@ def _build_and_signal(workdir: Path, out: Path, signum: int) -> tuple[int, list[
     """Run build-shards in a child process, send ``signum`` once its first temporary shard exists; (exit status,
     the temporary names seen at that moment)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    child = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, str(workdir), str(out)], env=env)
+    command = [sys.executable, "-c", _SLOW_BUILD, str(workdir), str(out)]
+    child = subprocess.Popen(command, env=env, preexec_fn=ctrl_c_as_in_a_terminal)
     deadline = time.monotonic() + 120
     seen: list[str] = []
     while not seen and child.poll() is None and time.monotonic() < deadline:

@@ -11,6 +11,8 @@ import pytest
 
 from reidschemas.signals import interrupts_deferred
 
+pytestmark = pytest.mark.usefixtures("ctrl_c_raises")  # SIGINT raises, even under a runner that ignores it
+
 
 def _send(signum: int) -> None:
     """Deliver ``signum`` to this process; its Python handler runs before the next line."""

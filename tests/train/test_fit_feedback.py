@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from interrupts import ctrl_c_as_in_a_terminal
 
 from reidprep.index import run_index
 from reidprep.shards.build import build_shards
@@ -42,7 +43,9 @@ def _epochs(run: Path) -> list[int]:
 def test_ctrl_c_says_where_fit_stopped_and_a_rerun_resumes(shards: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     fit = _reidtrain("fit", "--shards", str(shards), "--output", str(run), *FIT, "--set", "epochs=60", "--progress")
-    process = subprocess.Popen(fit, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        fit, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_in_a_terminal
+    )
     try:
         deadline = time.monotonic() + 240
         while not ((run / "last.pt").is_file() and _epochs(run)):  # epoch 1 is saved

@@ -231,7 +231,7 @@ def test_a_full_disk_before_the_first_write_and_in_eval_is_one_line(
 
 
 def test_ctrl_c_while_a_checkpoint_is_written_finishes_the_epochs_files_then_stops(
-    run: Path, shards: Path, monkeypatch: pytest.MonkeyPatch
+    run: Path, shards: Path, monkeypatch: pytest.MonkeyPatch, ctrl_c_raises: None
 ) -> None:
     real_save = torch.save
     saves: list[object] = []
