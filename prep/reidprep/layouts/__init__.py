@@ -1,6 +1,6 @@
 """Dataset layout adapters: each turns a benchmark's folders (or the user's manifest) into candidate triplets."""
 
-from reidprep.layouts.base import Candidate, Layout, ScanResult
+from reidprep.layouts.base import Candidate, FolderLayout, Layout, ScanResult
 from reidprep.layouts.generic import GenericLayout
 from reidprep.layouts.msvr310 import MSVR310
 from reidprep.layouts.rgbnt100 import RGBNT100
@@ -27,4 +27,4 @@ def get_layout(name: str, kind: str | None = None, protocol: Protocol | None = N
     return layout
 
 
-__all__ = ["LAYOUTS", "Candidate", "GenericLayout", "Layout", "ScanResult", "get_layout"]
+__all__ = ["LAYOUTS", "Candidate", "FolderLayout", "GenericLayout", "Layout", "ScanResult", "get_layout"]

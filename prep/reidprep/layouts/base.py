@@ -58,18 +58,32 @@ class ScanResult:
 
 
 class Layout(ABC):
-    """One benchmark's on-disk layout (see ``shared/reference/datasets.md``)."""
+    """Where a dataset's triplets come from: a benchmark's folders or the generic layout's manifest file."""
 
     name: ClassVar[DatasetName]
-    top_folders: ClassVar[tuple[str, ...]]
-    """Accepted names of the dataset's own folder under the root (e.g. ``MSVR310`` or ``msvr310``)."""
     split_folders: ClassVar[dict[str, tuple[Split, ...]]]
-    """Split folder -> the splits its triplets belong to (RGBNT201's ``test`` is both query and gallery)."""
+    """Split folder (a candidate's ``split_folder``) -> the splits its triplets belong to (RGBNT201's ``test`` is
+    both query and gallery)."""
     object_kind: ObjectKind | None = None
     """Set by the generic layout only (its records name their kind); a benchmark's kind is its dataset's."""
     protocol: ClassVar[Protocol]
     """How its query and gallery are scored, as the reference code does: "camera" removes the gallery items with
     the query's id and camera; "scene" (MSVR310 only) those with its id and scene, and then every row needs a scene."""
+
+    @abstractmethod
+    def locate(self, root: Path) -> Path:
+        """What :meth:`scan` reads under the ``root`` the user gave; ``FileNotFoundError`` saying what was expected."""
+
+    @abstractmethod
+    def scan(self, dataset_dir: Path) -> ScanResult:
+        """Every triplet candidate of the dataset, and a report of what cannot be used."""
+
+
+class FolderLayout(Layout):
+    """A benchmark's on-disk layout: one folder per split (see ``shared/reference/datasets.md``)."""
+
+    top_folders: ClassVar[tuple[str, ...]]
+    """Accepted names of the dataset's own folder under the root (e.g. ``MSVR310`` or ``msvr310``)."""
 
     def locate(self, root: Path) -> Path:
         """The dataset folder: ``root/<top folder>``, or ``root`` itself when it already is that folder."""

@@ -43,7 +43,6 @@ TEST_FOLDER = "test"
 
 class GenericLayout(Layout):
     name = "generic"
-    top_folders = ()
     split_folders: ClassVar[dict[str, tuple[Split, ...]]] = {
         "train": ("train",),
         "query": ("query",),
@@ -110,9 +109,6 @@ class GenericLayout(Layout):
         for key in sorted(by_key):
             result.candidates.extend(_merge_test(by_key[key], dataset_dir, result))
         return result
-
-    def scan_split(self, split_dir: Path, result: ScanResult) -> None:  # pragma: no cover - scan() is overridden
-        raise NotImplementedError
 
 
 def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:

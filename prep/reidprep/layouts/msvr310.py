@@ -10,14 +10,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reidprep.layouts.base import Candidate, Layout, ScanResult, pair_by_name
+from reidprep.layouts.base import Candidate, FolderLayout, ScanResult, pair_by_name
 from reidschemas import Modality
 
 NAME = re.compile(r"^(\d{4})_s(\d{3})_v(\d)_(\d{3})")
 NO_SCENE = re.compile(r"^(\d{4})_(?!s\d)(?:.*_)?v(\d)_")
 
 
-class MSVR310(Layout):
+class MSVR310(FolderLayout):
     name = "msvr310"
     protocol = "scene"
     top_folders = ("MSVR310", "msvr310")

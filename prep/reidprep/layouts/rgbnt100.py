@@ -8,13 +8,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reidprep.layouts.base import Candidate, Layout, ScanResult, list_images
+from reidprep.layouts.base import Candidate, FolderLayout, ScanResult, list_images
 from reidschemas import Modality
 
 NAME = re.compile(r"([-\d]+)_c([-\d]+)")
 
 
-class RGBNT100(Layout):
+class RGBNT100(FolderLayout):
     name = "rgbnt100"
     protocol = "camera"
     top_folders = ("RGBNT100/rgbir", "rgbnt100/rgbir", "rgbir")

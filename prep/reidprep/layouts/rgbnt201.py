@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reidprep.layouts.base import Candidate, Layout, ScanResult, pair_by_name
+from reidprep.layouts.base import Candidate, FolderLayout, ScanResult, pair_by_name
 from reidschemas import Modality
 
 NAME = re.compile(r"^(\d{6})_cam(\d)_")
 
 
-class RGBNT201(Layout):
+class RGBNT201(FolderLayout):
     name = "rgbnt201"
     protocol = "camera"
     top_folders = ("RGBNT201",)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reidprep.layouts.base import Candidate, Layout, ScanResult, pair_by_name
+from reidprep.layouts.base import Candidate, FolderLayout, ScanResult, pair_by_name
 from reidschemas import Modality
 
 NAME = re.compile(r"^(\d{4})_v(\d)_n(\d)_s(\d{3})_(\d{3})\.jpg$")
@@ -24,7 +24,7 @@ def pair_key(name: str) -> str:
     return _MODALITY_WORD.sub("", name)
 
 
-class WMVEID863(Layout):
+class WMVEID863(FolderLayout):
     name = "wmveid863"
     protocol = "camera"  # test scenes are nearly all 999: recorded, never used for scoring (the reference code)
     top_folders = ("WMVEID863", "wmveid863", "MSVWild863")
