@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from reidschemas import PipelineConfig
 from reidschemas.locks import hold_lock
+from reidschemas.stages import stale_reasons
 
 if TYPE_CHECKING:
     from reidprep.stage import StageOptions
@@ -129,11 +130,7 @@ class Step(ABC):
         if row["state"] == "not run":
             return {**row, "fingerprint": None, "inputs": {}, "stale": None}
         inputs = self.inputs(workdir)
-        reasons = [
-            f"built on {name} {_describe(inputs[name])}, current is {_describe(current.get(name))}"
-            for name in self.upstream
-            if name in inputs and inputs[name] != current.get(name)
-        ]
+        reasons = stale_reasons({name: inputs[name] for name in self.upstream if name in inputs}, current)
         if reasons:
             row["state"] = "stale"
         return {**row, "fingerprint": self.output(workdir), "inputs": inputs, "stale": "; ".join(reasons) or None}
@@ -157,7 +154,3 @@ def step_lock(workdir: Path, step: str, command: str, options: StepOptions) -> I
 
 def _note(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def _describe(fingerprint: str | None) -> str:
-    return "no complete run" if fingerprint is None else f"run {fingerprint}"

@@ -29,6 +29,7 @@ from reidprep.marker import Marker
 from reidprep.step import Step, StepFailed, StepOptions, StepResult
 from reidprep.workdir import Workdir
 from reidschemas import SPLITS, PipelineConfig
+from reidschemas.stages import recorded_stages
 
 
 class IndexStep(Step):
@@ -160,9 +161,7 @@ class ShardsStep(Step):
         return None if index is None else index.get("fingerprint")
 
     def inputs(self, workdir: Path) -> dict[str, str | None]:
-        recorded = (self._index(workdir) or {}).get("inputs", {})
-        names = {"index": "index", "masks_run": "masks", "captions_run": "captions"}
-        return {names[key]: value for key, value in recorded.items() if key in names}
+        return recorded_stages((self._index(workdir) or {}).get("inputs", {}))
 
     def counts(self, workdir: Path) -> dict[str, Any]:
         index = self._index(workdir)

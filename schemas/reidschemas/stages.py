@@ -3,16 +3,18 @@
 ``build-shards`` records in ``dataset.json`` the upstream outputs it read (``inputs``: ``index`` = the manifest's
 digest, ``masks_run`` / ``captions_run`` = the run fingerprints of those stages). The current complete outputs are
 ``index/_SUCCESS`` (its ``output``) and ``<stage>/current.json`` -> ``runs/<fingerprint>/_SUCCESS``. A shard set is
-stale when a recorded input differs from the current complete one (the same rule as ``reidprep status``).
+stale when a recorded input differs from the current complete one. :func:`stale_reasons` is that rule, once: ``reidprep
+status`` applies it to every step and ``reidtrain fit`` to the shard set it trains on.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RECORDED_INPUTS", "current_outputs", "is_workdir", "stale_inputs"]
+__all__ = ["RECORDED_INPUTS", "current_outputs", "is_workdir", "recorded_stages", "stale_inputs", "stale_reasons"]
 
 RECORDED_INPUTS = {"index": "index", "masks_run": "masks", "captions_run": "captions"}
 """dataset.json ``inputs`` key -> the prep stage it names."""
@@ -46,15 +48,25 @@ def current_outputs(workdir: Path) -> dict[str, str | None]:
     return {"index": index, "masks": _stage_output(workdir, "masks"), "captions": _stage_output(workdir, "captions")}
 
 
-def stale_inputs(recorded: dict[str, str | None], workdir: Path) -> list[str]:
-    """One reason per recorded input of a shard set (``dataset.json`` ``inputs``) that differs from ``workdir``'s
-    current complete output, e.g. "masks: built on run 1a2b..., current is run 3c4d..."; empty when fresh."""
-    current = current_outputs(workdir)
-    reasons = []
-    for key, stage in RECORDED_INPUTS.items():
-        if key in recorded and recorded[key] != current[stage]:
-            reasons.append(f"{stage}: built on {_describe(recorded[key])}, current is {_describe(current[stage])}")
-    return reasons
+def stale_reasons(inputs: Mapping[str, str | None], current: Mapping[str, str | None]) -> list[str]:
+    """One reason per upstream stage whose recorded fingerprint (``inputs``: stage -> the fingerprint an output was
+    built on) differs from its current complete output (``current``), e.g. "built on masks run 1a2b..., current is
+    run 3c4d..."; empty when fresh."""
+    return [
+        f"built on {stage} {_describe(built_on)}, current is {_describe(current.get(stage))}"
+        for stage, built_on in inputs.items()
+        if built_on != current.get(stage)
+    ]
+
+
+def recorded_stages(recorded: Mapping[str, str | None]) -> dict[str, str | None]:
+    """A shard set's ``dataset.json`` ``inputs`` keyed by the stage they name (``masks_run`` -> ``masks``)."""
+    return {stage: recorded[key] for key, stage in RECORDED_INPUTS.items() if key in recorded}
+
+
+def stale_inputs(recorded: Mapping[str, str | None], workdir: Path) -> list[str]:
+    """:func:`stale_reasons` of a shard set (its ``dataset.json`` ``inputs``) against ``workdir``'s current outputs."""
+    return stale_reasons(recorded_stages(recorded), current_outputs(workdir))
 
 
 def _describe(fingerprint: str | None) -> str:

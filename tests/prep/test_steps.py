@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from reidprep.cli import app
 from reidprep.synth import generate_dataset
+from reidschemas.stages import current_outputs, stale_inputs
 
 runner = CliRunner()
 COMMANDS = ["synth", "index", "masks", "captions", "build-shards", "validate-shards", "run", "report", "status"]
@@ -98,6 +99,14 @@ def test_rerunning_masks_with_other_parameters_makes_captions_and_shards_stale(w
         and f"masks run {old}, current is run {new}" in status["captions"]["stale"]
     )
     assert status["shards"]["state"] == "stale" and f"masks run {old}" in status["shards"]["stale"]
+    # the trainer reads the markers without reidprep: it must see the same current outputs and the same reasons
+    assert current_outputs(workdir) == {name: status[name]["fingerprint"] for name in ("index", "masks", "captions")}
+    recorded = json.loads((workdir / "shards" / "dataset.json").read_text())["inputs"]
+    assert (
+        stale_inputs(recorded, workdir)
+        == status["shards"]["stale"].split("; ")
+        == [f"built on masks run {old}, current is run {new}"]
+    )
 
     output = _ok("run", "--workdir", str(workdir), "--config", str(config), "--no-progress")
     assert "index: already done" in output and "captions: 12 done" in output and "already built" not in output

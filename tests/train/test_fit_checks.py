@@ -205,7 +205,7 @@ def test_shards_stale_against_a_masks_rerun_are_refused_unless_allowed(full_shar
     run = tmp_path / "run"
     args = _args(work / "shards", run, "--random-init", "--recipe", "baseline-tiny-demo")
     line = _refusal(runner.invoke(app, args))
-    assert f"stale against {work}" in line and f"masks: built on run {built_on}, current is run {current}" in line
+    assert f"stale against {work}" in line and f"built on masks run {built_on}, current is run {current}" in line
     assert "--allow-stale-shards" in line and not run.exists()
     result = runner.invoke(app, [*args, "--allow-stale-shards"])
     assert result.exit_code == 0, result.output
