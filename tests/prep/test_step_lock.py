@@ -61,9 +61,10 @@ def _masks(workdir: Path, *args: str):
     return runner.invoke(app, ["masks", "--workdir", str(workdir), "--no-progress", "--chunk-size", "4", *args])
 
 
-def _start_slow(workdir: Path, *args: str, lock: str = ".lock") -> subprocess.Popen:
-    """Start a slowed `reidprep masks` and return once it holds ``workdir/masks/<lock>``."""
-    code = _SLOW_MASKS.format(delay=0.15, args=["--workdir", str(workdir), "--chunk-size", "4", *args])
+def _start_slow(workdir: Path, *args: str, lock: str = ".lock", delay: float = 0.15) -> subprocess.Popen:
+    """Start a `reidprep masks` whose image reads take ``delay`` seconds more; return once it holds
+    ``workdir/masks/<lock>``."""
+    code = _SLOW_MASKS.format(delay=delay, args=["--workdir", str(workdir), "--chunk-size", "4", *args])
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     path = workdir / "masks" / lock
     deadline = time.monotonic() + 60
@@ -110,7 +111,8 @@ def test_slices_of_a_sharded_run_go_side_by_side_and_exclude_a_whole_run(dataset
     reference = _workdir(dataset, tmp_path / "ref")
     assert _masks(reference).exit_code == 0
     wd = _workdir(dataset, tmp_path / "w")
-    first = _start_slow(wd, "--num-shards", "2", "--shard-index", "0", lock=".lock-shard-00000")
+    # 0.4 s per image read: slice 0 outlasts slice 1's whole run and the two refusals on a busy machine
+    first = _start_slow(wd, "--num-shards", "2", "--shard-index", "0", lock=".lock-shard-00000", delay=0.4)
     other = _masks(wd, "--num-shards", "2", "--shard-index", "1")  # while slice 0 runs
     assert first.poll() is None, "slice 0 must still be running"
     assert other.exit_code == 0 and "masks (shard 2/2): 12 done" in other.output
