@@ -428,8 +428,10 @@ def _holding_note(epoch: int) -> Callable[[int], None]:
     """What Ctrl-C prints while epoch ``epoch``'s files are being written (it stops right after them)."""
 
     def note(signum: int) -> None:
-        print(f"stopping after the files of epoch {epoch} are written (press Ctrl-C again to stop at once)",
-              file=sys.stderr, flush=True)  # fmt: skip
+        line = f"stopping after the files of epoch {epoch} are written (press Ctrl-C again to stop at once)"
+        # a signal handler may run while stderr is mid-write ("reentrant call"): then the note is skipped, not the wait
+        with contextlib.suppress(RuntimeError):
+            print(line, file=sys.stderr, flush=True)
 
     return note
 
