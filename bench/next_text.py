@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
+from gpusuite.training import build_shards  # bench/ is on sys.path when run as a script
 
-from reidprep.cli import app as prep_app
 from reidschemas.config import TrainConfig
 from reidtrain.trainer import fit
 
@@ -47,28 +46,6 @@ VARIANTS: dict[str, tuple[str, dict[str, object], str]] = {
     "next-shuffled-text": ("next", {"num_semantic_experts": 2, "num_structure_experts": 2}, "shuffled"),
     "next-no-text": ("next", {"num_semantic_experts": 2, "num_structure_experts": 2, "text_modulation": False}, "real"),
 }
-
-
-def build_shards(root: Path, ids: int, images_per_id: int, seed: int) -> Path:
-    """`reidprep run` on a synthetic person set with thermal masks and heuristic captions; the shards folder."""
-    config = {
-        "workdir": str(root / "work"),
-        "dataset": {"layout": "rgbnt201", "root": str(root / "synth")},
-        "synth": {
-            "out": str(root / "synth"),
-            "kind": "person",
-            "ids": ids,
-            "images_per_id": images_per_id,
-            "seed": seed,
-        },
-        "masks": {"provider": "thermal"},
-        "captions": {"providers": ["heuristic"]},
-    }
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(config))
-    prep_app(["run", "--config", str(path), "--no-progress"], standalone_mode=False)
-    return root / "work" / "shards"
 
 
 def shuffle_captions(shards: Path, out: Path, seed: int) -> Path:

@@ -46,7 +46,7 @@ from reidtrain.data.items import TrainItems
 from reidtrain.data.loader import DeviceBatches, collate_train
 from reidtrain.data.sampler import PKSampler
 from reidtrain.data.shards import ShardDataset
-from reidtrain.losses import ReIDObjective
+from reidtrain.losses import objective_for
 from reidtrain.models import create_model
 from reidtrain.optim import optimizer_for
 from reidtrain.recipes import TrainRecipe, parse_recipe, resolve_recipe
@@ -82,6 +82,7 @@ def build_shards(root: Path, ids: int, images_per_id: int, seed: int = 0) -> Pat
         "masks": {"provider": "thermal"},
         "captions": {"providers": ["heuristic"]},
     }
+    root.mkdir(parents=True, exist_ok=True)
     path = root / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(app, ["run", "--config", str(path), "--no-progress"])
@@ -129,12 +130,7 @@ def step_row(
     ).to(device)
     inputs = model_inputs(model)
     train_set = ShardDataset(shards, "train", columns=shard_columns(inputs), index=index_only.index)
-    objective = ReIDObjective(
-        labels.num_classes,
-        {term: w for term, w in recipe.loss_weights.items()},
-        recipe.label_smoothing,
-        recipe.triplet_margin,
-    )
+    objective = objective_for(recipe, labels.num_classes)
     optimizer = optimizer_for(model, recipe)
     sampler = PKSampler(train_set.pids, recipe.ids_per_batch, recipe.instances_per_id, seed=0)
     transform = train_transform(recipe)

@@ -16,12 +16,23 @@ one per head, summed as in DeMo's multi-head loss), so models never branch on lo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CrossEntropyLabelSmooth", "ReIDObjective", "TripletLoss", "euclidean_dist", "hard_example_mining"]
+if TYPE_CHECKING:
+    from reidtrain.recipes import TrainRecipe
+
+__all__ = [
+    "CrossEntropyLabelSmooth",
+    "ReIDObjective",
+    "TripletLoss",
+    "euclidean_dist",
+    "hard_example_mining",
+    "objective_for",
+]
 
 
 class CrossEntropyLabelSmooth(nn.Module):
@@ -151,3 +162,9 @@ class ReIDObjective(nn.Module):
             total = total + value.float()
         report = {name: float(value.detach()) for name, value in {**terms, **extra}.items()}
         return total, report
+
+
+def objective_for(recipe: TrainRecipe, num_classes: int) -> ReIDObjective:
+    """The recipe's ID + triplet objective over ``num_classes`` identities (its weights, smoothing and margin)."""
+    weights = {str(term): weight for term, weight in recipe.loss_weights.items()}  # Literal keys -> str (Mapping)
+    return ReIDObjective(num_classes, weights, recipe.label_smoothing, recipe.triplet_margin)

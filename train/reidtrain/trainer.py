@@ -82,7 +82,7 @@ from reidtrain.data.shards import LabelMap, ShardDataset, ShardIndex
 from reidtrain.data.valsplit import ValSplit, choose_val_ids, split_val, train_labels
 from reidtrain.distributed import DistEnv, broadcast_object, dist_env, process_group
 from reidtrain.evaluate import EvalResult, Ranking, chance_map, describe, rank_gallery, score
-from reidtrain.losses import ReIDObjective
+from reidtrain.losses import ReIDObjective, objective_for
 from reidtrain.models import create_model
 from reidtrain.optim import optimizer_for, scheduler_for
 from reidtrain.preflight import ALLOW_KEYS, FitRefused, refusals, shard_facts, start_block
@@ -550,12 +550,7 @@ def _fit(
         )
     else:
         echo("no validation split (val_ids 0): best.pt is the best epoch on test")
-    objective = ReIDObjective(
-        labels.num_classes,
-        {term: w for term, w in recipe.loss_weights.items()},
-        recipe.label_smoothing,
-        recipe.triplet_margin,
-    )
+    objective = objective_for(recipe, labels.num_classes)
     optimizer = optimizer_for(model, recipe)
     scheduler = scheduler_for(optimizer, recipe)
     amp_dtype = autocast_dtype(device, recipe.amp)
