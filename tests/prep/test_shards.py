@@ -319,7 +319,7 @@ def test_a_full_disk_names_the_path_and_bytes_and_keeps_the_previous_set(prepare
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     if how == "dev-full":
         if not Path("/dev/full").exists():
-            pytest.skip("needs /dev/full (Linux)")
+            pytest.skip("a real ENOSPC needs /dev/full (Linux only); the 'patched' case simulates it here")
         temporary_path(out / "shard-00000.parquet").symlink_to("/dev/full")
     else:
         real, calls = pq.ParquetWriter.write_table, []
